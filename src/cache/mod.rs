@@ -1,0 +1,145 @@
+//! Caches of file data and of lookups, both moka, both bounded.
+//!
+//! - [`PageCache`]: 1 MiB blocks of object data keyed by (object identity, block index), bounded
+//!   in bytes. The identity hashes key and ETag together, so a changed object never serves old
+//!   blocks, and blocks survive the inode being forgotten and looked up again.
+//! - [`NegativeCache`]: names recently found absent, expiring after the metadata TTL, so tools
+//!   that probe for many missing files (shells, git, python imports) do not cost a LIST+HEAD each.
+
+use bytes::{Bytes, BytesMut};
+use moka::sync::Cache;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// Cache block size. Parts of sequential reads are aligned to it, so each full block of a part
+/// can be stored; 1 MiB matches the largest kernel read request.
+pub const BLOCK: u64 = 1 << 20;
+
+/// Identity of one version of one object.
+pub fn object_id(key: &str, etag: Option<&str>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    etag.hash(&mut h);
+    h.finish()
+}
+
+#[derive(Clone)]
+pub struct PageCache {
+    blocks: Cache<(u64, u64), Bytes>,
+}
+
+impl PageCache {
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            blocks: Cache::builder()
+                .max_capacity(bytes)
+                .weigher(|_, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+                .build(),
+        }
+    }
+
+    /// Stores the full blocks inside `[start, start + data.len())`; a block cut by the end of
+    /// the object (`size`) counts as full.
+    pub fn insert_range(&self, id: u64, start: u64, data: &Bytes, size: u64) {
+        let end = start + data.len() as u64;
+        let mut b = start.div_ceil(BLOCK) * BLOCK;
+        while b < end {
+            let block_end = (b + BLOCK).min(size);
+            if block_end > end {
+                break;
+            }
+            let slice = &data[(b - start) as usize..(block_end - start) as usize];
+            // A copy, so an evicted block frees its memory (a slice would pin the whole part).
+            self.blocks
+                .insert((id, b / BLOCK), Bytes::copy_from_slice(slice));
+            b += BLOCK;
+        }
+    }
+
+    /// `[offset, end)` if every block of it is cached.
+    pub fn get_range(&self, id: u64, offset: u64, end: u64) -> Option<Bytes> {
+        let first = offset / BLOCK;
+        let last = (end - 1) / BLOCK;
+        if first == last {
+            let blk = self.blocks.get(&(id, first))?;
+            let from = (offset - first * BLOCK) as usize;
+            let to = (end - first * BLOCK) as usize;
+            return (to <= blk.len()).then(|| blk.slice(from..to));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for i in first..=last {
+            let blk = self.blocks.get(&(id, i))?;
+            let bs = i * BLOCK;
+            let from = offset.max(bs) - bs;
+            let to = end.min(bs + blk.len() as u64) - bs;
+            if from > to {
+                return None;
+            }
+            out.extend_from_slice(&blk[from as usize..to as usize]);
+        }
+        (out.len() as u64 == end - offset).then(|| out.freeze())
+    }
+
+    /// Bytes held (approximate until moka runs its pending tasks).
+    pub fn weighted_size(&self) -> u64 {
+        self.blocks.run_pending_tasks();
+        self.blocks.weighted_size()
+    }
+}
+
+/// Names known to be absent: (parent inode, name).
+#[derive(Clone)]
+pub struct NegativeCache {
+    names: Cache<(u64, String), ()>,
+}
+
+/// Most remembered absent names; each costs ~100 bytes.
+const NEGATIVE_ENTRIES: u64 = 100_000;
+
+impl NegativeCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            names: Cache::builder()
+                .max_capacity(NEGATIVE_ENTRIES)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+    pub fn insert(&self, parent: u64, name: &str) {
+        self.names.insert((parent, name.to_string()), ());
+    }
+    pub fn contains(&self, parent: u64, name: &str) -> bool {
+        self.names.contains_key(&(parent, name.to_string()))
+    }
+    pub fn remove(&self, parent: u64, name: &str) {
+        self.names.invalidate(&(parent, name.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_round_trip_and_partial_coverage_misses() {
+        let c = PageCache::new(64 << 20);
+        let size = 3 * BLOCK + 10;
+        let data: Bytes = (0..size).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
+        // A part from the middle of block 0 to the end: block 0 is not whole, 1..3 are.
+        c.insert_range(7, 100, &data.slice(100..), size);
+        assert!(c.get_range(7, 0, 10).is_none());
+        let got = c.get_range(7, BLOCK - 0, 3 * BLOCK + 10).unwrap();
+        assert_eq!(got, data.slice(BLOCK as usize..));
+        let got = c.get_range(7, BLOCK + 5, BLOCK + 9).unwrap();
+        assert_eq!(got, data.slice((BLOCK + 5) as usize..(BLOCK + 9) as usize));
+        assert!(c.get_range(8, BLOCK, BLOCK + 1).is_none(), "other identity");
+    }
+
+    #[test]
+    fn capacity_is_in_bytes() {
+        let c = PageCache::new(4 * BLOCK);
+        let data: Bytes = vec![1u8; (16 * BLOCK) as usize].into();
+        c.insert_range(1, 0, &data, 16 * BLOCK);
+        assert!(c.weighted_size() <= 4 * BLOCK);
+    }
+}

@@ -1,0 +1,107 @@
+//! Command-line arguments exactly as typed. No defaults are decided here beyond clap's parsing;
+//! `config::resolve` turns these plus files and env into one `MountConfig`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3mount",
+    version,
+    about = "Mount an S3-compatible bucket as a local directory",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub mount: MountArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the embedded S3-compatible server (for trials and tests; loopback by default).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct MountArgs {
+    /// What to mount: `bucket`, `profile:bucket[/prefix]`, `s3://bucket/prefix` or
+    /// `s3+profile://bucket/prefix`.
+    #[arg(required = true)]
+    pub source: Option<String>,
+    /// An existing empty directory to mount on.
+    #[arg(required = true)]
+    pub mountpoint: Option<PathBuf>,
+    /// Stay in the foreground (logs to stderr) instead of daemonizing.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated (the fstab form): ro, allow_other, uid=N, ...
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Profile to use when SOURCE names none (default: $AWS_PROFILE, then `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Endpoint URL, overriding the profile's.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Signing region, overriding the profile's.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// `path`, `virtual` or `auto`.
+    #[arg(long)]
+    pub addressing_style: Option<String>,
+    /// Owner of every file (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, octal (default 644).
+    #[arg(long)]
+    pub file_mode: Option<String>,
+    /// Permission bits of directories, octal (default 755).
+    #[arg(long)]
+    pub dir_mode: Option<String>,
+    /// How long (seconds) metadata and negative lookups are trusted before asking S3 again.
+    #[arg(long)]
+    pub metadata_ttl: Option<String>,
+    /// Memory for file data (page cache and prefetch together), e.g. 512M, 2G.
+    #[arg(long)]
+    pub cache_size: Option<String>,
+    /// Where the daemon writes its log (default: ~/.cache/s3mount/s3mount.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Directory holding the buckets (created if missing; default: a new temporary directory).
+    pub dir: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub addr: String,
+    /// Access key clients must sign with (default: $S3MOUNT_SERVE_ACCESS_KEY or `s3mount`).
+    #[arg(long)]
+    pub access_key: Option<String>,
+    /// Secret key (default: $S3MOUNT_SERVE_SECRET_KEY or `s3mount-secret`). Prefer the env var:
+    /// arguments are visible in `ps`.
+    #[arg(long)]
+    pub secret_key: Option<String>,
+    /// Create this bucket at start (repeatable).
+    #[arg(long = "bucket")]
+    pub buckets: Vec<String>,
+    /// Copy a local directory tree into a bucket at start: `LOCAL_DIR=BUCKET[/prefix]`.
+    #[arg(long = "import", value_name = "DIR=BUCKET")]
+    pub imports: Vec<String>,
+    /// More logging (-v info, -vv debug).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}

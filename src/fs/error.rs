@@ -1,0 +1,81 @@
+//! The filesystem's error type and the one errno table.
+//!
+//! Every failure the core can report is a variant here; [`Error::errno`] is the only place that
+//! decides which errno the kernel sees. Store errors keep their text for the log line.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("name is not valid here")]
+    InvalidName,
+    #[error("the object changed on the server while open; reopen the file")]
+    Changed,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("store: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::NotFound,
+            StoreError::PreconditionFailed => Error::Changed,
+            other => Error::Store(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The errno for the kernel. The one table.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::NotDir => libc::ENOTDIR,
+            Error::IsDir => libc::EISDIR,
+            Error::ReadOnly => libc::EROFS,
+            Error::BadHandle => libc::EBADF,
+            Error::InvalidName => libc::ENOENT,
+            Error::Changed => libc::EIO,
+            Error::NotSupported => libc::ENOTSUP,
+            Error::Store(e) => match e {
+                StoreError::AccessDenied { .. } => libc::EACCES,
+                StoreError::NotImplemented(_) => libc::ENOTSUP,
+                StoreError::Unreachable { .. } => libc::EIO,
+                _ => libc::EIO,
+            },
+        }
+    }
+
+    /// Expected outcomes (a missing file) are not worth a warning in the log.
+    pub fn is_expected(&self) -> bool {
+        matches!(self, Error::NotFound | Error::InvalidName | Error::ReadOnly)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table() {
+        assert_eq!(Error::from(StoreError::NotFound).errno(), libc::ENOENT);
+        assert_eq!(Error::from(StoreError::PreconditionFailed).errno(), libc::EIO);
+        let denied = StoreError::AccessDenied { status: 403, code: None, message: None };
+        assert_eq!(Error::from(denied).errno(), libc::EACCES);
+        assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
+    }
+}

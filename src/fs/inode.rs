@@ -1,0 +1,283 @@
+//! The inode table: kernel inode numbers <-> object keys.
+//!
+//! Problem: the kernel names files by inode number and remembers them until it sends `forget`;
+//! S3 has only keys. Each (parent, name) gets one inode while the kernel holds a reference
+//! (`lookup_count` > 0) or a handle is open; `forget` drops it so the table stays bounded by
+//! what the kernel caches, not by the bucket size.
+//!
+//! Tricky cases: a name that was a file and is now a directory (or the reverse) gets a new
+//! inode, so the kernel never sees an inode change type; the root is never forgotten.
+//!
+//! Lock: one std `Mutex` over the maps. It is held for map operations only, never across an
+//! await, so a blocking mutex is cheaper than tokio's. Per-inode attributes sit behind their own
+//! std `Mutex` (taken after the table lock when both are needed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+pub const ROOT_INO: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// What S3 told us about an inode, and when.
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub etag: Option<String>,
+    /// When this was last confirmed by the server; `None`: never (must be fetched).
+    pub validated: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Inode {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    /// The object key for a file, the key prefix (ending with `/`, or empty for the root) for a
+    /// directory.
+    pub key: String,
+    pub kind: Kind,
+    pub stat: Mutex<Stat>,
+}
+
+impl Inode {
+    pub fn stat(&self) -> Stat {
+        self.stat.lock().unwrap().clone()
+    }
+    pub fn set_stat(&self, s: Stat) {
+        *self.stat.lock().unwrap() = s;
+    }
+}
+
+struct Entry {
+    inode: Arc<Inode>,
+    lookups: u64,
+    open_handles: u64,
+}
+
+struct Maps {
+    by_ino: HashMap<u64, Entry>,
+    by_name: HashMap<(u64, String), u64>,
+    next_ino: u64,
+}
+
+pub struct InodeTable {
+    maps: Mutex<Maps>,
+}
+
+impl InodeTable {
+    pub fn new(root_key: &str, root_mtime: SystemTime) -> Self {
+        let root = Arc::new(Inode {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            name: String::new(),
+            key: root_key.to_string(),
+            kind: Kind::Dir,
+            stat: Mutex::new(Stat {
+                size: 0,
+                mtime: root_mtime,
+                etag: None,
+                validated: Some(Instant::now()),
+            }),
+        });
+        let mut by_ino = HashMap::new();
+        by_ino.insert(
+            ROOT_INO,
+            Entry {
+                inode: root,
+                lookups: 1,
+                open_handles: 0,
+            },
+        );
+        Self {
+            maps: Mutex::new(Maps {
+                by_ino,
+                by_name: HashMap::new(),
+                next_ino: ROOT_INO + 1,
+            }),
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
+        self.maps
+            .lock()
+            .unwrap()
+            .by_ino
+            .get(&ino)
+            .map(|e| e.inode.clone())
+    }
+
+    /// The inode already known for `name` in `parent`, if any.
+    pub fn child(&self, parent: u64, name: &str) -> Option<Arc<Inode>> {
+        let m = self.maps.lock().unwrap();
+        let ino = m.by_name.get(&(parent, name.to_string()))?;
+        m.by_ino.get(ino).map(|e| e.inode.clone())
+    }
+
+    /// Records `name` in `parent` with `kind` and `stat`; reuses the inode when the kind is
+    /// unchanged. `lookup` adds one kernel reference (lookup, readdirplus, create).
+    pub fn upsert(
+        &self,
+        parent: &Inode,
+        name: &str,
+        kind: Kind,
+        stat: Stat,
+        lookup: bool,
+    ) -> Arc<Inode> {
+        let mut m = self.maps.lock().unwrap();
+        let name_key = (parent.ino, name.to_string());
+        if let Some(&ino) = m.by_name.get(&name_key)
+            && let Some(e) = m.by_ino.get_mut(&ino)
+        {
+            if e.inode.kind == kind {
+                e.inode.set_stat(stat);
+                if lookup {
+                    e.lookups += 1;
+                }
+                return e.inode.clone();
+            }
+            // The name changed type: detach the old inode; it lives on until forgotten.
+            m.by_name.remove(&name_key);
+        }
+        let ino = m.next_ino;
+        m.next_ino += 1;
+        let key = match kind {
+            Kind::File => format!("{}{}", parent.key, name),
+            Kind::Dir => format!("{}{}/", parent.key, name),
+        };
+        let inode = Arc::new(Inode {
+            ino,
+            parent: parent.ino,
+            name: name.to_string(),
+            key,
+            kind,
+            stat: Mutex::new(stat),
+        });
+        m.by_ino.insert(
+            ino,
+            Entry {
+                inode: inode.clone(),
+                lookups: u64::from(lookup),
+                open_handles: 0,
+            },
+        );
+        m.by_name.insert(name_key, ino);
+        inode
+    }
+
+    /// Drops `name` from `parent` (it is gone on the server); the inode stays until forgotten.
+    pub fn detach(&self, parent: u64, name: &str) {
+        let mut m = self.maps.lock().unwrap();
+        m.by_name.remove(&(parent, name.to_string()));
+    }
+
+    /// The kernel dropped `n` references.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut m = self.maps.lock().unwrap();
+        let Some(e) = m.by_ino.get_mut(&ino) else {
+            return;
+        };
+        e.lookups = e.lookups.saturating_sub(n);
+        Self::maybe_remove(&mut m, ino);
+    }
+
+    /// One more kernel reference (an entry accepted by readdirplus).
+    pub fn add_lookup(&self, ino: u64) {
+        if let Some(e) = self.maps.lock().unwrap().by_ino.get_mut(&ino) {
+            e.lookups += 1;
+        }
+    }
+
+    pub fn open_handle(&self, ino: u64) {
+        if let Some(e) = self.maps.lock().unwrap().by_ino.get_mut(&ino) {
+            e.open_handles += 1;
+        }
+    }
+
+    pub fn close_handle(&self, ino: u64) {
+        let mut m = self.maps.lock().unwrap();
+        if let Some(e) = m.by_ino.get_mut(&ino) {
+            e.open_handles = e.open_handles.saturating_sub(1);
+        }
+        Self::maybe_remove(&mut m, ino);
+    }
+
+    fn maybe_remove(m: &mut Maps, ino: u64) {
+        let Some(e) = m.by_ino.get(&ino) else { return };
+        if e.lookups > 0 || e.open_handles > 0 || ino == ROOT_INO {
+            return;
+        }
+        let inode = e.inode.clone();
+        m.by_ino.remove(&ino);
+        let name_key = (inode.parent, inode.name.clone());
+        if m.by_name.get(&name_key) == Some(&ino) {
+            m.by_name.remove(&name_key);
+        }
+    }
+
+    /// Inodes currently in the table (root included).
+    pub fn len(&self) -> usize {
+        self.maps.lock().unwrap().by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat() -> Stat {
+        Stat {
+            size: 1,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+            validated: None,
+        }
+    }
+
+    #[test]
+    fn forget_bounds_the_table() {
+        let t = InodeTable::new("", SystemTime::UNIX_EPOCH);
+        let root = t.get(ROOT_INO).unwrap();
+        let a = t.upsert(&root, "a", Kind::File, stat(), true);
+        let again = t.upsert(&root, "a", Kind::File, stat(), true);
+        assert_eq!(a.ino, again.ino);
+        assert_eq!(t.len(), 2);
+        t.forget(a.ino, 1);
+        assert_eq!(t.len(), 2, "one reference left");
+        t.open_handle(a.ino);
+        t.forget(a.ino, 1);
+        assert_eq!(t.len(), 2, "an open handle keeps it");
+        t.close_handle(a.ino);
+        assert_eq!(t.len(), 1);
+        assert!(t.child(ROOT_INO, "a").is_none());
+        t.forget(ROOT_INO, 100);
+        assert!(t.get(ROOT_INO).is_some());
+    }
+
+    #[test]
+    fn kind_change_gets_a_new_inode() {
+        let t = InodeTable::new("p/", SystemTime::UNIX_EPOCH);
+        let root = t.get(ROOT_INO).unwrap();
+        let f = t.upsert(&root, "x", Kind::File, stat(), true);
+        assert_eq!(f.key, "p/x");
+        let d = t.upsert(&root, "x", Kind::Dir, stat(), true);
+        assert_ne!(f.ino, d.ino);
+        assert_eq!(d.key, "p/x/");
+        assert_eq!(t.child(ROOT_INO, "x").unwrap().ino, d.ino);
+        t.forget(f.ino, 1);
+        assert_eq!(t.child(ROOT_INO, "x").unwrap().ino, d.ino, "old inode's forget leaves the new name");
+    }
+}

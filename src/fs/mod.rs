@@ -1,0 +1,454 @@
+//! The filesystem core: inodes, lookup, listing, reading. No fuser types here.
+//!
+//! Each method takes typed arguments and returns `Result<_, fs::Error>`; the fuser adapter in
+//! `fuse/` only converts and replies. The core is generic over [`ObjectStore`], so the same code
+//! runs on S3 and on the in-memory twin in unit tests.
+//!
+//! Lookup asks S3 two things at once: HEAD `key` and LIST `key/` (one entry). Anything under
+//! `key/` makes it a directory (a directory shadows a file of the same name); otherwise a HEAD
+//! hit is a file (or a directory if it carries `Content-Type: application/x-directory`).
+//! Answers are trusted for the metadata TTL; misses go to the negative cache for as long.
+//!
+//! Locks, in order: `dirs`/`files` handle maps (std, map operations only) before a handle's own
+//! tokio mutex (held across awaits: a handle's reads and listings are serial by nature), before
+//! the inode table (std, never across an await).
+
+pub mod error;
+pub mod inode;
+pub mod prefetch;
+pub mod readdir;
+
+pub use error::{Error, Result};
+pub use inode::{Kind, ROOT_INO};
+
+use crate::cache::{NegativeCache, PageCache};
+use crate::config::FsOptions;
+use crate::store::{ObjectInfo, ObjectStore, StoreError};
+use bytes::Bytes;
+use inode::{Inode, InodeTable, Stat};
+use prefetch::Reader;
+use readdir::{DirHandle, Listed, valid_name};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::Semaphore;
+
+/// Content type marking a zero-byte object as a directory (s3fs, the S3 console).
+pub const DIR_CONTENT_TYPE: &str = "application/x-directory";
+/// Entries per LIST page: the S3 maximum, fewest round trips.
+const LIST_PAGE: u32 = 1000;
+/// At most this many hidden keys are remembered for the once-per-key warning.
+const MAX_WARNED: usize = 10_000;
+
+/// Attributes the adapter turns into a `stat`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One directory entry handed to the adapter's filler.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: Kind,
+    /// The offset of the entry after this one.
+    pub next_offset: u64,
+    pub attr: Attr,
+}
+
+/// Filesystem totals for `statfs`.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+struct FileHandle<S: ObjectStore> {
+    ino: u64,
+    reader: tokio::sync::Mutex<Reader<S>>,
+}
+
+pub struct S3Fs<S: ObjectStore> {
+    store: Arc<S>,
+    opts: FsOptions,
+    inodes: InodeTable,
+    negative: NegativeCache,
+    pages: PageCache,
+    prefetch_budget: Arc<Semaphore>,
+    files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
+    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
+    next_fh: AtomicU64,
+    warned: Mutex<HashSet<String>>,
+    mount_time: SystemTime,
+}
+
+impl<S: ObjectStore> S3Fs<S> {
+    /// `prefix` is the key prefix mounted as the root: empty or ending with `/`.
+    pub fn new(store: Arc<S>, prefix: &str, opts: FsOptions) -> Self {
+        let now = SystemTime::now();
+        let kib = (opts.prefetch_budget() / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+        Self {
+            store,
+            inodes: InodeTable::new(prefix, now),
+            negative: NegativeCache::new(opts.metadata_ttl),
+            pages: PageCache::new(opts.page_cache_size()),
+            prefetch_budget: Arc::new(Semaphore::new(kib)),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            warned: Mutex::new(HashSet::new()),
+            mount_time: now,
+            opts,
+        }
+    }
+
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
+    /// Inodes held (root included); for tests of forget.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    fn attr(&self, inode: &Inode, stat: &Stat) -> Attr {
+        Attr {
+            ino: inode.ino,
+            kind: inode.kind,
+            size: stat.size,
+            mtime: stat.mtime,
+            perm: match inode.kind {
+                Kind::File => self.opts.file_mode,
+                Kind::Dir => self.opts.dir_mode,
+            },
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+        }
+    }
+
+    fn fresh(&self, stat: &Stat) -> bool {
+        stat.validated
+            .is_some_and(|t| t.elapsed() < self.opts.metadata_ttl)
+    }
+
+    fn dir_inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        if inode.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        Ok(inode)
+    }
+
+    fn file_stat(&self, info: &ObjectInfo) -> Stat {
+        Stat {
+            size: info.size,
+            mtime: info.last_modified.unwrap_or(self.mount_time),
+            etag: info.etag.clone(),
+            validated: Some(Instant::now()),
+        }
+    }
+
+    fn dir_stat(&self) -> Stat {
+        Stat {
+            size: 0,
+            mtime: self.mount_time,
+            etag: None,
+            validated: Some(Instant::now()),
+        }
+    }
+
+    fn warn_invalid(&self, key: &str) {
+        let mut w = self.warned.lock().unwrap();
+        if w.len() < MAX_WARNED && w.insert(key.to_string()) {
+            tracing::warn!(key, "hiding an object whose key is not a valid file name");
+        }
+    }
+
+    /// Looks `name` up in `parent`; one more kernel reference on success.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
+        if !valid_name(name) {
+            return Err(Error::InvalidName);
+        }
+        let p = self.dir_inode(parent)?;
+        if let Some(c) = self.inodes.child(parent, name) {
+            let stat = c.stat();
+            if self.fresh(&stat) {
+                let c = self.inodes.upsert(&p, name, c.kind, stat.clone(), true);
+                return Ok(self.attr(&c, &stat));
+            }
+        }
+        if self.negative.contains(parent, name) {
+            return Err(Error::NotFound);
+        }
+        let key = format!("{}{}", p.key, name);
+        let dir_prefix = format!("{key}/");
+        let (head, list) = tokio::join!(
+            self.store.head(&key),
+            self.store.list(&dir_prefix, Some("/"), None, 1)
+        );
+        let list = list?;
+        let (kind, stat) = if !list.objects.is_empty() || !list.prefixes.is_empty() {
+            (Kind::Dir, self.dir_stat())
+        } else {
+            match head {
+                Ok(info) if info.content_type.as_deref() == Some(DIR_CONTENT_TYPE) => {
+                    (Kind::Dir, self.dir_stat())
+                }
+                Ok(info) => (Kind::File, self.file_stat(&info)),
+                Err(StoreError::NotFound) => {
+                    self.inodes.detach(parent, name);
+                    self.negative.insert(parent, name);
+                    return Err(Error::NotFound);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let c = self.inodes.upsert(&p, name, kind, stat.clone(), true);
+        Ok(self.attr(&c, &stat))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
+        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        let stat = inode.stat();
+        if inode.kind == Kind::Dir || self.fresh(&stat) {
+            return Ok(self.attr(&inode, &stat));
+        }
+        let stat = self.revalidate(&inode).await?;
+        Ok(self.attr(&inode, &stat))
+    }
+
+    /// HEADs a file inode again and records what the server says.
+    async fn revalidate(&self, inode: &Inode) -> Result<Stat> {
+        match self.store.head(&inode.key).await {
+            Ok(info) => {
+                let stat = self.file_stat(&info);
+                inode.set_stat(stat.clone());
+                Ok(stat)
+            }
+            Err(StoreError::NotFound) => {
+                self.inodes.detach(inode.parent, &inode.name);
+                Err(Error::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a file for reading. Returns the handle and whether the kernel may keep the pages
+    /// it cached from an earlier open (true when the object is unchanged since then).
+    pub async fn open(&self, ino: u64, write: bool) -> Result<(u64, bool)> {
+        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        if inode.kind == Kind::Dir {
+            return Err(Error::IsDir);
+        }
+        if write {
+            return Err(if self.opts.read_only {
+                Error::ReadOnly
+            } else {
+                Error::NotSupported
+            });
+        }
+        let before = inode.stat();
+        let stat = if self.fresh(&before) {
+            before.clone()
+        } else {
+            self.revalidate(&inode).await?
+        };
+        let keep_cache = before.etag.is_some() && before.etag == stat.etag;
+        let reader = Reader::new(
+            self.store.clone(),
+            &inode.key,
+            stat.etag.as_deref(),
+            stat.size,
+            self.prefetch_budget.clone(),
+        )
+        .with_cache(self.pages.clone());
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.inodes.open_handle(ino);
+        self.files.lock().unwrap().insert(
+            fh,
+            Arc::new(FileHandle {
+                ino,
+                reader: tokio::sync::Mutex::new(reader),
+            }),
+        );
+        Ok((fh, keep_cache))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let h = self
+            .files
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::BadHandle)?;
+        let mut r = h.reader.lock().await;
+        r.read(offset, u64::from(size)).await.map_err(|e| {
+            match Arc::try_unwrap(e).unwrap_or_else(|a| StoreError::Other(a.to_string())) {
+                StoreError::PreconditionFailed => Error::Changed,
+                other => Error::from(other),
+            }
+        })
+    }
+
+    pub fn release(&self, fh: u64) {
+        if let Some(h) = self.files.lock().unwrap().remove(&fh) {
+            self.inodes.close_handle(h.ino);
+        }
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let inode = self.dir_inode(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().unwrap().insert(
+            fh,
+            Arc::new(tokio::sync::Mutex::new(DirHandle::new(ino, &inode.key))),
+        );
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    /// Fills entries from `offset` until `fill` reports the buffer full (that entry is held
+    /// back for the next call). With `plus`, each entry the kernel accepted is a lookup.
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        fill: &mut (dyn FnMut(&DirEntry) -> bool + Send),
+    ) -> Result<()> {
+        let dir = self.dir_inode(ino)?;
+        let h = self
+            .dirs
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::BadHandle)?;
+        let mut h = h.lock().await;
+        if offset == 0 {
+            h.restart(&dir.key);
+        }
+        let mut i = offset as usize;
+        loop {
+            let entry = match i {
+                0 | 1 => {
+                    let (name, target) = if i == 0 {
+                        (".", dir.clone())
+                    } else {
+                        ("..", self.inodes.get(dir.parent).unwrap_or(dir.clone()))
+                    };
+                    let attr = self.attr(&target, &target.stat());
+                    DirEntry {
+                        name: name.into(),
+                        kind: Kind::Dir,
+                        next_offset: i as u64 + 1,
+                        attr,
+                    }
+                }
+                _ => {
+                    while i - 2 >= h.entries.len() && !h.complete() {
+                        self.next_page(&mut h).await?;
+                    }
+                    let Some(l) = h.entries.get(i - 2).cloned() else {
+                        return Ok(());
+                    };
+                    let stat = match l.kind {
+                        Kind::Dir => self.dir_stat(),
+                        Kind::File => Stat {
+                            size: l.size,
+                            mtime: l.mtime.unwrap_or(self.mount_time),
+                            etag: l.etag.clone(),
+                            validated: Some(Instant::now()),
+                        },
+                    };
+                    let child = self.inodes.upsert(&dir, &l.name, l.kind, stat.clone(), false);
+                    let e = DirEntry {
+                        name: l.name.clone(),
+                        kind: l.kind,
+                        next_offset: i as u64 + 1,
+                        attr: self.attr(&child, &stat),
+                    };
+                    let full = fill(&e);
+                    if plus && !full {
+                        // Accepted by a readdirplus: the kernel now holds a reference.
+                        self.inodes.add_lookup(child.ino);
+                    } else {
+                        // Not referenced by the kernel: drop it unless something else holds it.
+                        self.inodes.forget(child.ino, 0);
+                    }
+                    if full {
+                        return Ok(());
+                    }
+                    i += 1;
+                    continue;
+                }
+            };
+            if fill(&entry) {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    async fn next_page(&self, h: &mut DirHandle) -> Result<()> {
+        let prefix = self.dir_inode(h.ino)?.key.clone();
+        let page = self
+            .store
+            .list(&prefix, Some("/"), h.next.as_deref(), LIST_PAGE)
+            .await?;
+        h.started = true;
+        h.next = page.next.clone();
+        let mut out: Vec<Listed> = Vec::new();
+        h.merger
+            .push_page(page, &mut out, &mut |k| self.warn_invalid(k));
+        if h.next.is_none() {
+            h.merger.finish(&mut out);
+        }
+        for l in &out {
+            self.negative.remove(h.ino, &l.name);
+        }
+        h.entries.extend(out);
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        // S3 has no capacity: report a petabyte free so tools that check space proceed.
+        const BLOCKS: u64 = 1 << 38; // 2^38 blocks of 4 KiB = 1 PiB
+        StatFs {
+            blocks: BLOCKS,
+            bfree: BLOCKS,
+            files: 1 << 40,
+            ffree: 1 << 40,
+            bsize: 4096,
+            namelen: readdir::NAME_MAX as u32,
+        }
+    }
+
+    /// Verifies the bucket before mounting (credentials, existence, reachability).
+    pub async fn check(&self) -> std::result::Result<(), StoreError> {
+        self.store.check_bucket().await
+    }
+}
+
+#[cfg(test)]
+mod tests;

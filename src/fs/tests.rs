@@ -1,0 +1,176 @@
+//! Core tests on the in-memory store: the same logic the FUSE mount runs, without the kernel.
+
+use super::*;
+use crate::store::PutOptions;
+use crate::store::memory::MemoryStore;
+use std::time::Duration;
+
+fn opts() -> FsOptions {
+    FsOptions {
+        uid: 1,
+        gid: 2,
+        file_mode: 0o644,
+        dir_mode: 0o755,
+        metadata_ttl: Duration::from_secs(60),
+        cache_size: 64 << 20,
+        read_only: true,
+    }
+}
+
+async fn fs_with(keys: &[(&str, &[u8])], page: usize) -> S3Fs<MemoryStore> {
+    let store = Arc::new(MemoryStore::new(page));
+    for (k, v) in keys {
+        store
+            .put(k, Bytes::copy_from_slice(v), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    S3Fs::new(store, "", opts())
+}
+
+async fn list(fs: &S3Fs<MemoryStore>, ino: u64, plus: bool, buf: usize) -> Vec<(String, Kind)> {
+    let fh = fs.opendir(ino).unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut batch = Vec::new();
+        fs.readdir(ino, fh, offset, plus, &mut |e| {
+            if batch.len() >= buf {
+                return true;
+            }
+            batch.push((e.name.clone(), e.kind, e.next_offset));
+            false
+        })
+        .await
+        .unwrap();
+        let Some(last) = batch.last() else { break };
+        offset = last.2;
+        out.extend(batch.into_iter().map(|(n, k, _)| (n, k)));
+    }
+    fs.releasedir(fh);
+    out
+}
+
+#[tokio::test]
+async fn readdir_pages_holds_back_and_shadows() {
+    let fs = fs_with(
+        &[
+            ("a", b"file a"),
+            ("a/inner", b"x"),
+            ("b.txt", b"bb"),
+            ("c/", b""),
+            ("d//e", b"hidden"),
+            ("sp ace", b""),
+            ("uni\u{e9}", b""),
+        ],
+        2,
+    )
+    .await;
+    let names = list(&fs, ROOT_INO, true, 3).await;
+    assert_eq!(
+        names,
+        vec![
+            (".".into(), Kind::Dir),
+            ("..".into(), Kind::Dir),
+            ("a".into(), Kind::Dir),
+            ("b.txt".into(), Kind::File),
+            ("c".into(), Kind::Dir),
+            ("d".into(), Kind::Dir),
+            ("sp ace".into(), Kind::File),
+            ("uni\u{e9}".into(), Kind::File),
+        ]
+    );
+    let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+    let inside = list(&fs, d.ino, false, 100).await;
+    assert_eq!(inside.len(), 2, "only . and ..: {inside:?}");
+}
+
+#[tokio::test]
+async fn lookup_kinds_and_negative_cache() {
+    let fs = fs_with(&[("f", b"12345"), ("dir/x", b"")], 1000).await;
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!((f.kind, f.size, f.perm, f.uid), (Kind::File, 5, 0o644, 1));
+    let d = fs.lookup(ROOT_INO, "dir").await.unwrap();
+    assert_eq!((d.kind, d.perm), (Kind::Dir, 0o755));
+    assert!(matches!(fs.lookup(ROOT_INO, "nope").await, Err(Error::NotFound)));
+    fs.store.put("nope", Bytes::new(), PutOptions::default()).await.unwrap();
+    assert!(
+        matches!(fs.lookup(ROOT_INO, "nope").await, Err(Error::NotFound)),
+        "negative cache holds for the TTL"
+    );
+    assert!(matches!(fs.lookup(f.ino, "x").await, Err(Error::NotDir)));
+    let x = fs.lookup(d.ino, "x").await.unwrap();
+    assert_eq!(x.kind, Kind::File);
+}
+
+#[tokio::test]
+async fn directory_marker_with_content_type() {
+    let fs = fs_with(&[], 1000).await;
+    let opts = PutOptions {
+        content_type: Some(DIR_CONTENT_TYPE.into()),
+        ..Default::default()
+    };
+    fs.store.put("marker", Bytes::new(), opts).await.unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, "marker").await.unwrap().kind, Kind::Dir);
+}
+
+#[tokio::test]
+async fn forget_bounds_inodes_after_readdirplus() {
+    let keys: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("k{i:03}"), vec![])).collect();
+    let refs: Vec<(&str, &[u8])> = keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let fs = fs_with(&refs, 7).await;
+    let names = list(&fs, ROOT_INO, true, 10).await;
+    assert_eq!(names.len(), 52);
+    assert_eq!(fs.inode_count(), 51);
+    for i in 2..1000 {
+        fs.forget(i, 1);
+    }
+    assert_eq!(fs.inode_count(), 1);
+    // Plain readdir takes no references.
+    list(&fs, ROOT_INO, false, 10).await;
+    assert_eq!(fs.inode_count(), 1);
+}
+
+#[tokio::test]
+async fn read_whole_file_and_eio_on_change() {
+    let data: Vec<u8> = (0..(5 << 20)).map(|i| (i % 239) as u8).collect();
+    let fs = fs_with(&[("big", &data)], 1000).await;
+    let a = fs.lookup(ROOT_INO, "big").await.unwrap();
+    let (fh, _) = fs.open(a.ino, false).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        let b = fs.read(fh, got.len() as u64, 131072).await.unwrap();
+        assert!(!b.is_empty());
+        got.extend_from_slice(&b);
+    }
+    assert_eq!(got, data);
+    assert!(fs.read(fh, data.len() as u64, 10).await.unwrap().is_empty());
+    assert!(matches!(fs.open(a.ino, true).await, Err(Error::ReadOnly)));
+    fs.release(fh);
+
+    let (fh, keep) = fs.open(a.ino, false).await.unwrap();
+    assert!(keep, "unchanged object keeps the kernel cache");
+    fs.store.put("big", Bytes::from(vec![9u8; 6 << 20]), PutOptions::default()).await.unwrap();
+    // Not in the page cache (which only holds bytes of the old version under the old ETag):
+    // a new range must be fetched, and If-Match refuses it.
+    let err = fs.read(fh, (5 << 20) - 10, 10).await;
+    if let Err(e) = err {
+        assert_eq!(e.errno(), libc::EIO);
+    } else {
+        // The old bytes came from the page cache: still the old version, never a mix.
+        assert_eq!(&err.unwrap()[..], &data[data.len() - 10..]);
+    }
+    fs.release(fh);
+}
+
+#[tokio::test]
+async fn prefix_mount_sees_only_its_subtree() {
+    let store = Arc::new(MemoryStore::default());
+    for k in ["top", "sub/a", "sub/b/c", "subx"] {
+        store.put(k, Bytes::new(), PutOptions::default()).await.unwrap();
+    }
+    let fs = S3Fs::new(store, "sub/", opts());
+    let names = list(&fs, ROOT_INO, false, 100).await;
+    let names: Vec<String> = names.into_iter().map(|n| n.0).collect();
+    assert_eq!(names, [".", "..", "a", "b"]);
+}

@@ -1,0 +1,261 @@
+//! The thin fuser adapter: kernel arguments in, core call on tokio, reply out.
+//!
+//! fuser 0.18 calls every method with `&self` from its session threads; each method here moves
+//! its reply into a tokio task, so a slow S3 request never blocks the session threads and many
+//! requests run at once. Each task carries one tracing span (op, ino, fh). Errors become errno
+//! only through `fs::Error::errno`.
+
+use crate::fs::{Attr, DirEntry, Error, Kind, S3Fs};
+use crate::store::ObjectStore;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// Largest write the kernel may send in one request (matters once writes land; also raises
+/// `max_pages`, which lets reads be as large as the kernel's readahead allows).
+const MAX_WRITE: u32 = 1 << 20;
+/// Kernel requests allowed in flight in the background (readahead): enough for several files
+/// reading ahead at once.
+const MAX_BACKGROUND: u16 = 64;
+
+pub struct FuseAdapter<S: ObjectStore> {
+    core: Arc<S3Fs<S>>,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+}
+
+impl<S: ObjectStore> FuseAdapter<S> {
+    pub fn new(core: Arc<S3Fs<S>>, rt: tokio::runtime::Handle) -> Self {
+        let ttl = core.options().metadata_ttl;
+        Self { core, rt, ttl }
+    }
+
+    /// Runs `f` on tokio inside a span for this request.
+    fn spawn<F>(&self, span: tracing::Span, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f.instrument(span));
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: match a.kind {
+            Kind::Dir => 2,
+            Kind::File => 1,
+        },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}
+
+/// Logs at the error's own level and converts it.
+fn errno(e: &Error) -> Errno {
+    if e.is_expected() {
+        tracing::debug!(error = %e);
+    } else {
+        tracing::warn!(error = %e);
+    }
+    Errno::from_i32(e.errno())
+}
+
+impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        let name = name.to_owned();
+        let span = tracing::debug_span!("lookup", ino = parent.0, name = ?name);
+        self.spawn(span, async move {
+            let Some(name) = name.to_str() else {
+                return reply.error(Errno::ENOENT);
+            };
+            match core.lookup(parent.0, name).await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    // batch_forget: fuser 0.18 keeps `ForgetOne` private, so its default, which calls
+    // `forget` for each node, is the implementation.
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        self.spawn(tracing::debug_span!("getattr", ino = ino.0), async move {
+            match core.getattr(ino.0).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let core = self.core.clone();
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        self.spawn(tracing::debug_span!("open", ino = ino.0), async move {
+            match core.open(ino.0, write).await {
+                Ok((fh, keep)) => {
+                    let f = if keep {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), f)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        let span = tracing::trace_span!("read", ino = ino.0, fh = fh.0, offset, size);
+        self.spawn(span, async move {
+            match core.read(fh.0, offset, size).await {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let core = self.core.clone();
+        let span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0, offset);
+        self.spawn(span, async move {
+            let mut fill = |e: &DirEntry| {
+                reply.add(INodeNo(e.attr.ino), e.next_offset, file_type(e.kind), &e.name)
+            };
+            let res = core.readdir(ino.0, fh.0, offset, false, &mut fill).await;
+            match res {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        let span = tracing::debug_span!("readdirplus", ino = ino.0, fh = fh.0, offset);
+        self.spawn(span, async move {
+            let mut fill = |e: &DirEntry| {
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    e.next_offset,
+                    &e.name,
+                    &ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                )
+            };
+            let res = core.readdir(ino.0, fh.0, offset, true, &mut fill).await;
+            match res {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.core.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+}

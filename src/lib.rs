@@ -1,0 +1,20 @@
+//! s3mount: mount an S3-compatible bucket as a local directory.
+//!
+//! # Layout
+//! - [`cli`]: command-line arguments exactly as typed.
+//! - [`config`]: CLI + env + TOML + AWS shared files -> one resolved [`config::MountConfig`].
+//! - [`store`]: the [`store::ObjectStore`] trait; aws-sdk-s3 and in-memory implementations.
+//! - [`fs`]: the filesystem core (inodes, lookup, readdir, prefetching reads); no fuser types.
+//! - [`cache`]: moka page cache and negative-lookup cache.
+//! - [`fuse`]: the thin fuser adapter.
+//! - [`server`]: `s3mount serve`, the embedded S3-compatible server.
+//! - [`run`]: wiring: check the bucket, daemonize, mount, signals.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod run;
+pub mod server;
+pub mod store;

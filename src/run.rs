@@ -1,0 +1,327 @@
+//! Wiring a mount: resolve, check, daemonize, mount, wait for unmount or a signal.
+//!
+//! Daemonizing: the process forks before any thread exists (tokio and fuser start threads, and
+//! fork keeps only the calling one). The child does all the work, mount included, and reports
+//! through a pipe: `OK` once the mount is live, or the one-line error. The parent waits on the
+//! pipe and exits 0 or prints the error and exits 1, so `s3mount` returns only when the mount
+//! is usable or has failed, as `mount` does.
+
+use crate::config::{MountConfig, resolve_mount};
+use crate::fs::S3Fs;
+use crate::fuse::FuseAdapter;
+use crate::store::StoreError;
+use crate::store::sdk::SdkStore;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+/// Longest the bucket check may take before the mount gives up (retries included).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Turns a failed bucket check into one line naming the problem and the fix.
+pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
+    let s3 = &cfg.s3;
+    let ep = s3
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("AWS S3 ({})", s3.region));
+    match e {
+        StoreError::NoSuchBucket(b) => format!(
+            "bucket '{b}' not found at {ep}: check the bucket name in '{}' or create the bucket",
+            cfg.source
+        ),
+        StoreError::AccessDenied { status, .. } => format!(
+            "access denied (HTTP {status}) to bucket '{}' at {ep}: check the access key and secret of profile '{}'",
+            s3.bucket, s3.profile
+        ),
+        StoreError::Unreachable { reason, .. } => format!(
+            "cannot reach endpoint {ep} ({reason}): check the endpoint of profile '{}' and that the server is running",
+            s3.profile
+        ),
+        other => format!("cannot use bucket '{}' at {ep}: {other}", s3.bucket),
+    }
+}
+
+/// Checks the mount point: exists, is a directory, is not already a mount.
+pub fn check_mountpoint(p: &Path) -> Result<(), String> {
+    let shown = p.display();
+    match std::fs::metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "mountpoint {shown} does not exist: create it with `mkdir -p {shown}`"
+            ));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(format!(
+                "mountpoint {shown} is a dead FUSE mount: clean it up with `fusermount3 -uz {shown}`"
+            ));
+        }
+        Err(e) => return Err(format!("cannot use mountpoint {shown}: {e}")),
+        Ok(m) if !m.is_dir() => {
+            return Err(format!(
+                "mountpoint {shown} is not a directory: choose a directory"
+            ));
+        }
+        Ok(_) => {}
+    }
+    let canon = std::fs::canonicalize(p).map_err(|e| format!("cannot use mountpoint {shown}: {e}"))?;
+    if is_mountpoint(&canon) {
+        return Err(format!(
+            "mountpoint {shown} is busy: something is already mounted there; unmount it first (`fusermount3 -u {shown}`) or choose another directory"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `p` (canonical) is listed as a mount point in /proc/self/mountinfo.
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = p.to_string_lossy();
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mountinfo(mp) == want)
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn log_path(cfg: &MountConfig) -> std::path::PathBuf {
+    if let Some(p) = &cfg.log_file {
+        return p.clone();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("s3mount").join("s3mount.log")
+}
+
+fn init_logging(cfg: &MountConfig) {
+    let level = match cfg.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("S3MOUNT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("s3mount={level},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if cfg.foreground && cfg.log_file.is_none() {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+    } else {
+        let path = log_path(cfg);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => {
+                let _ = builder
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f))
+                    .try_init();
+            }
+            Err(_) => {
+                let _ = builder.with_writer(std::io::stderr).try_init();
+            }
+        }
+    }
+}
+
+/// `s3mount SOURCE MOUNTPOINT`: returns the message of a failure.
+pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), String> {
+    let cfg = resolve_mount(&args, &crate::config::Env::from_process()).map_err(|e| e.0)?;
+    check_mountpoint(&cfg.mountpoint)?;
+    if cfg.foreground {
+        return serve_mount(cfg, None);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the fds were just created and are owned here only.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (nothing above starts one), so fork is sound.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("cannot fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            drop(rd);
+            // SAFETY: setsid has no preconditions; detaches from the terminal's session.
+            unsafe { libc::setsid() };
+            let mut status = std::fs::File::from(wr);
+            let res = serve_mount(cfg, Some(&mut status));
+            if let Err(msg) = &res {
+                let _ = writeln!(status, "{msg}");
+            }
+            std::process::exit(if res.is_ok() { 0 } else { 1 });
+        }
+        _child => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            let msg = msg.trim();
+            if msg == "OK" || msg.starts_with("OK\n") {
+                Ok(())
+            } else if msg.is_empty() {
+                Err(format!(
+                    "the s3mount daemon exited before the mount was ready; see {}",
+                    log_path(&resolve_mount(&args, &crate::config::Env::from_process())
+                        .map_err(|e| e.0)?)
+                    .display()
+                ))
+            } else {
+                Err(msg.to_string())
+            }
+        }
+    }
+}
+
+/// Mounts and serves until unmounted. `ready` gets `OK` once the mount is live (daemon mode).
+fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<(), String> {
+    init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("s3mount-io")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let store = SdkStore::new(&cfg.s3);
+    let core = std::sync::Arc::new(S3Fs::new(
+        std::sync::Arc::new(store),
+        &cfg.prefix,
+        cfg.fs.clone(),
+    ));
+    rt.block_on(async {
+        match tokio::time::timeout(CHECK_TIMEOUT, core.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(explain_store_error(&cfg, &e)),
+            Err(_) => Err(explain_store_error(
+                &cfg,
+                &StoreError::Unreachable {
+                    endpoint: String::new(),
+                    reason: format!("no answer in {}s", CHECK_TIMEOUT.as_secs()),
+                },
+            )),
+        }
+    })?;
+
+    let mut options = vec![
+        fuser::MountOption::FSName(cfg.source.clone()),
+        fuser::MountOption::Subtype("s3mount".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    // Writes arrive with the next release; until then every mount is read-only.
+    options.push(fuser::MountOption::RO);
+    if cfg.fuse.auto_unmount {
+        options.push(fuser::MountOption::AutoUnmount);
+    }
+    for p in &cfg.fuse.passthrough {
+        options.push(fuser::MountOption::CUSTOM(p.clone()));
+    }
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = options;
+    fcfg.acl = if cfg.fuse.allow_other {
+        fuser::SessionACL::All
+    } else if cfg.fuse.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    // Replies are sent from tokio tasks, so few session threads suffice to keep the queue moving.
+    fcfg.n_threads = Some(2);
+    fcfg.clone_fd = true;
+    let adapter = FuseAdapter::new(core, rt.handle().clone());
+    let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fcfg).map_err(|e| {
+        format!(
+            "cannot mount on {}: {e}; check that /dev/fuse exists and fuse3 is installed",
+            cfg.mountpoint.display()
+        )
+    })?;
+    tracing::info!(source = %cfg.source, mountpoint = %cfg.mountpoint.display(), "mounted");
+    let mut unmounter = session.unmount_callable();
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+            _ = hup.recv() => {},
+        }
+        tracing::info!("signal received: unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!(error = %e, "unmount failed");
+        }
+    });
+    if let Some(w) = ready {
+        let _ = writeln!(w, "OK");
+        let _ = w.flush();
+        detach_stdio();
+    }
+    session
+        .run()
+        .map_err(|e| format!("the FUSE session ended with an error: {e}"))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Points stdin/stdout/stderr at /dev/null once the daemon no longer reports to the terminal.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds, with a valid open fd as source.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope");
+        assert!(check_mountpoint(&missing).unwrap_err().contains("does not exist"));
+        let file = d.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        assert!(check_mountpoint(&file).unwrap_err().contains("not a directory"));
+        assert!(check_mountpoint(d.path()).is_ok());
+        assert!(check_mountpoint(Path::new("/proc")).unwrap_err().contains("busy"));
+    }
+}

@@ -1,0 +1,188 @@
+//! `s3mount serve`: an S3-compatible server on loopback, for trials, tests and benchmarks.
+//!
+//! s3s provides the protocol (routing, XML, SigV4/SigV2 signature checks); [`s3::Backend`] and
+//! [`storage::Storage`] keep objects on disk under DIR. Buckets named with `--bucket` are created
+//! at start; `--import LOCAL=BUCKET[/prefix]` copies a local tree in (skipping keys present).
+//! The first line on stdout is `endpoint: http://ADDR`, so scripts and tests can read the port
+//! when `--addr 127.0.0.1:0` picks a free one.
+
+pub mod s3;
+pub mod storage;
+
+use crate::cli::ServeArgs;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use storage::{Meta, Storage};
+
+pub const DEFAULT_ACCESS_KEY: &str = "s3mount";
+pub const DEFAULT_SECRET_KEY: &str = "s3mount-secret";
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `addr` and serves `storage` until the task is aborted.
+pub async fn start(
+    storage: Arc<Storage>,
+    addr: &str,
+    access_key: &str,
+    secret_key: &str,
+) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let mut b = S3ServiceBuilder::new(s3::Backend { storage });
+    b.set_auth(SimpleAuth::from_single(access_key, secret_key.to_string()));
+    let service = b.build();
+    let task = tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    Ok(Running { addr, task })
+}
+
+/// Copies every regular file under `src` into `bucket` at `prefix + relative path`.
+pub fn import_tree(storage: &Storage, src: &Path, bucket: &str, prefix: &str) -> std::io::Result<usize> {
+    use md5::Digest;
+    storage.create_bucket(bucket)?;
+    let b = storage
+        .bucket(bucket)
+        .ok_or_else(|| std::io::Error::other("bucket vanished"))?;
+    let mut count = 0;
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            let path = e.path();
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            let rel = path.strip_prefix(src).unwrap_or(&path).to_string_lossy().to_string();
+            let key = format!("{prefix}{rel}");
+            if b.get(&key).is_some() {
+                continue;
+            }
+            let data = b.new_data_name();
+            let dest = b.data_dir().join(&data);
+            std::fs::copy(&path, &dest)?;
+            let mut md5 = md5::Md5::new();
+            let mut f = std::fs::File::open(&dest)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buf[..n]);
+            }
+            let size = std::fs::metadata(&dest)?.len();
+            b.commit(Meta {
+                key,
+                size,
+                etag: hex::encode(md5.finalize()),
+                modified_ns: std::fs::metadata(&path)?
+                    .modified()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as u64,
+                content_type: None,
+                metadata: Default::default(),
+                data,
+            })?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+pub fn serve_main(args: ServeArgs) -> Result<(), String> {
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let access_key = args
+        .access_key
+        .or_else(|| std::env::var("S3MOUNT_SERVE_ACCESS_KEY").ok())
+        .unwrap_or_else(|| DEFAULT_ACCESS_KEY.into());
+    let secret_key = args
+        .secret_key
+        .or_else(|| std::env::var("S3MOUNT_SERVE_SECRET_KEY").ok())
+        .unwrap_or_else(|| DEFAULT_SECRET_KEY.into());
+    let dir: PathBuf = match args.dir {
+        Some(d) => d,
+        None => {
+            let d = std::env::temp_dir().join(format!("s3mount-serve-{}", std::process::id()));
+            eprintln!("s3mount serve: storing objects in {}", d.display());
+            d
+        }
+    };
+    let storage = Storage::open(&dir)
+        .map_err(|e| format!("cannot use {} as the server's directory: {e}", dir.display()))?;
+    for b in &args.buckets {
+        if !storage::valid_bucket_name(b) {
+            return Err(format!("bad bucket name '{b}': use letters, digits, '-', '.' or '_'"));
+        }
+        storage
+            .create_bucket(b)
+            .map_err(|e| format!("cannot create bucket '{b}': {e}"))?;
+    }
+    for imp in &args.imports {
+        let (src, dest) = imp
+            .rsplit_once('=')
+            .ok_or_else(|| format!("bad --import '{imp}': use LOCAL_DIR=BUCKET[/prefix]"))?;
+        let (bucket, prefix) = dest.split_once('/').unwrap_or((dest, ""));
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let n = import_tree(&storage, Path::new(src), bucket, &prefix)
+            .map_err(|e| format!("cannot import {src} into {bucket}: {e}"))?;
+        eprintln!("s3mount serve: imported {n} files from {src} into {bucket}/{prefix}");
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
+    rt.block_on(async move {
+        let running = start(Arc::new(storage), &args.addr, &access_key, &secret_key)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}; pick another --addr", args.addr))?;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "endpoint: http://{}", running.addr);
+        let _ = out.flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        running.task.abort();
+        Ok(())
+    })
+}

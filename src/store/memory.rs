@@ -1,0 +1,282 @@
+//! In-memory object store: the twin of the S3 store for fast unit tests of the core, and the
+//! listing logic shared with the embedded server ([`paginate`]).
+//!
+//! Listing follows S3: keys in byte order, grouped at the delimiter into common prefixes, each
+//! prefix counted once toward `max_keys`, and the page token is the last key or prefix returned
+//! (a ListObjects v1 marker), so a page never repeats a prefix the previous page ended with.
+
+use super::{ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// One listed entry before it is turned into a page.
+pub enum Listed<'a, V> {
+    Object(&'a str, &'a V),
+    Prefix(String),
+}
+
+/// The smallest string greater than every string that starts with `s` (for seeking past a
+/// common prefix). `None` when no such string exists (all bytes 0xFF does not occur in UTF-8).
+fn successor(s: &str) -> Option<String> {
+    let mut chars: Vec<char> = s.chars().collect();
+    while let Some(c) = chars.pop() {
+        if let Some(next) = char::from_u32(c as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// Walks `map` as S3 lists it. Returns the entries and the token for the next page.
+pub fn paginate<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    start: Option<&str>,
+    max_keys: usize,
+) -> (Vec<Listed<'a, V>>, Option<String>) {
+    let mut out = Vec::new();
+    let mut lower: Bound<String> = match start {
+        Some(s) if s >= prefix => Bound::Excluded(s.to_string()),
+        _ => Bound::Included(prefix.to_string()),
+    };
+    // A token that is itself a common prefix: resume after everything below it.
+    if let (Some(s), Some(d)) = (start, delimiter)
+        && s.ends_with(d)
+        && s.len() > prefix.len()
+        && let Some(succ) = successor(s)
+    {
+        lower = Bound::Included(succ);
+    }
+    let mut last: Option<String> = None;
+    'outer: loop {
+        let mut iter = map.range::<String, _>((lower.clone(), Bound::Unbounded));
+        loop {
+            let Some((key, value)) = iter.next() else {
+                break 'outer;
+            };
+            if !key.starts_with(prefix) {
+                break 'outer;
+            }
+            if out.len() >= max_keys {
+                return (out, last);
+            }
+            let rest = &key[prefix.len()..];
+            if let Some(d) = delimiter.filter(|d| !d.is_empty())
+                && let Some(i) = rest.find(d)
+            {
+                let cp = key[..prefix.len() + i + d.len()].to_string();
+                last = Some(cp.clone());
+                out.push(Listed::Prefix(cp.clone()));
+                match successor(&cp) {
+                    Some(succ) => {
+                        lower = Bound::Included(succ);
+                        continue 'outer;
+                    }
+                    None => break 'outer,
+                }
+            }
+            last = Some(key.clone());
+            out.push(Listed::Object(key, value));
+        }
+    }
+    (out, None)
+}
+
+#[derive(Clone)]
+struct Stored {
+    data: Bytes,
+    etag: String,
+    modified: SystemTime,
+    opts: PutOptions,
+}
+
+/// A bucket held in memory. `page_size` caps every listing page (to exercise paging in tests).
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Stored>>,
+    page_size: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(1000)
+    }
+}
+
+impl MemoryStore {
+    pub fn new(page_size: usize) -> Self {
+        Self {
+            objects: Mutex::new(BTreeMap::new()),
+            page_size: page_size.max(1),
+        }
+    }
+
+    fn info(key: &str, s: &Stored, full: bool) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            size: s.data.len() as u64,
+            etag: Some(s.etag.clone()),
+            last_modified: Some(s.modified),
+            content_type: if full { s.opts.content_type.clone() } else { None },
+            metadata: if full {
+                s.opts.metadata.clone()
+            } else {
+                Default::default()
+            },
+        }
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    async fn check_bucket(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        let map = self.objects.lock().unwrap();
+        map.get(key)
+            .map(|s| Self::info(key, s, true))
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        let map = self.objects.lock().unwrap();
+        let s = map.get(key).ok_or(StoreError::NotFound)?;
+        if let Some(tag) = if_match
+            && tag != s.etag
+        {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let len = s.data.len() as u64;
+        if start >= len && len > 0 {
+            return Err(StoreError::InvalidRange);
+        }
+        Ok(s.data.slice(start.min(len) as usize..end.min(len) as usize))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start: Option<&str>,
+        max_keys: u32,
+    ) -> StoreResult<ListPage> {
+        let map = self.objects.lock().unwrap();
+        let max = (max_keys as usize).min(self.page_size);
+        let (entries, next) = paginate(&map, prefix, delimiter, start, max);
+        let mut page = ListPage {
+            next,
+            ..Default::default()
+        };
+        for e in entries {
+            match e {
+                Listed::Object(k, s) => page.objects.push(Self::info(k, s, false)),
+                Listed::Prefix(p) => page.prefixes.push(p),
+            }
+        }
+        Ok(page)
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
+        use md5::Digest;
+        let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
+        let stored = Stored {
+            data: body,
+            etag: etag.clone(),
+            modified: SystemTime::now(),
+            opts,
+        };
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), stored);
+        Ok(Some(etag))
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(page: &ListPage) -> Vec<String> {
+        let mut v: Vec<String> = page.objects.iter().map(|o| o.key.clone()).collect();
+        v.extend(page.prefixes.iter().cloned());
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn delimited_listing_pages_without_repeating_prefixes() {
+        let store = MemoryStore::new(2);
+        for k in ["a", "a-b", "a/1", "a/2", "b/x/y", "c", "d/"] {
+            store.put(k, Bytes::new(), PutOptions::default()).await.unwrap();
+        }
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let page = store.list("", Some("/"), start.as_deref(), 1000).await.unwrap();
+            assert!(page.objects.len() + page.prefixes.len() <= 2);
+            all.extend(names(&page));
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(all, ["a", "a-b", "a/", "b/", "c", "d/"]);
+    }
+
+    #[tokio::test]
+    async fn listing_under_prefix_and_full_listing() {
+        let store = MemoryStore::new(1000);
+        for k in ["p/a", "p/b/c", "pq", "p/"] {
+            store.put(k, Bytes::new(), PutOptions::default()).await.unwrap();
+        }
+        let page = store.list("p/", Some("/"), None, 1000).await.unwrap();
+        assert_eq!(names(&page), ["p/", "p/a", "p/b/"]);
+        let all = list_all_keys(&store).await;
+        assert_eq!(all, ["p/", "p/a", "p/b/c", "pq"]);
+    }
+
+    async fn list_all_keys(store: &MemoryStore) -> Vec<String> {
+        crate::store::list_all(store, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn if_match_refuses_a_changed_object() {
+        let store = MemoryStore::default();
+        let etag = store
+            .put("k", Bytes::from_static(b"one"), PutOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&store.get_range("k", 0, 3, Some(&etag)).await.unwrap()[..], b"one");
+        store
+            .put("k", Bytes::from_static(b"two"), PutOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.get_range("k", 0, 3, Some(&etag)).await,
+            Err(StoreError::PreconditionFailed)
+        ));
+    }
+}

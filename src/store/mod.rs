@@ -1,0 +1,148 @@
+//! The object-store seam.
+//!
+//! Problem: the filesystem core must run against aws-sdk-s3 talking to any S3-compatible server,
+//! and against an in-memory twin in fast unit tests, without either leaking into the other.
+//!
+//! Structure: [`ObjectStore`] is the whole surface the core uses (head, ranged get, one list page,
+//! put, delete, bucket check). Implementations: [`sdk::SdkStore`] (the only file that names aws
+//! types) and [`memory::MemoryStore`]. Errors are one [`StoreError`] enum; the filesystem decides
+//! errno from it in `fs/error.rs`.
+//!
+//! Tricky cases: a listing page may come from ListObjects v1 (marker = last key when the server
+//! sends no `NextMarker`) or v2 (continuation token); [`ListPage::next`] hides which.
+
+pub mod memory;
+pub mod sdk;
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::SystemTime;
+
+/// What a HEAD or a LIST entry tells about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// ETag as the server sent it, quotes included; `None` when the server omits it.
+    pub etag: Option<String>,
+    pub last_modified: Option<SystemTime>,
+    /// Only from HEAD (LIST does not return it).
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`, names lower-cased, prefix removed). Only from HEAD.
+    pub metadata: HashMap<String, String>,
+}
+
+/// One page of a delimited listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    /// Common prefixes, each ending with the delimiter.
+    pub prefixes: Vec<String>,
+    /// Where the next page starts; `None` when this was the last page.
+    pub next: Option<String>,
+}
+
+/// Options of a PUT.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such key")]
+    NotFound,
+    #[error("bucket '{0}' not found")]
+    NoSuchBucket(String),
+    #[error("the object changed while it was being read (ETag no longer matches)")]
+    PreconditionFailed,
+    #[error("access denied (HTTP {status}{code}){hint}", code = fmt_code(.code), hint = fmt_hint(.message))]
+    AccessDenied {
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+    },
+    #[error("cannot reach the endpoint {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("requested range not satisfiable")]
+    InvalidRange,
+    #[error("the server does not implement this call ({0})")]
+    NotImplemented(String),
+    #[error("S3 error {status} {code}: {message}", code = .code.as_deref().unwrap_or("-"), message = .message.as_deref().unwrap_or("-"))]
+    Service {
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn fmt_code(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" {c}")).unwrap_or_default()
+}
+
+fn fmt_hint(message: &Option<String>) -> String {
+    message
+        .as_ref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the filesystem core asks of object storage. Keys are full keys in the bucket.
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Checks that the bucket exists and that the credentials may use it.
+    fn check_bucket(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// HEAD one object; `NotFound` when absent.
+    fn head(&self, key: &str) -> impl Future<Output = StoreResult<ObjectInfo>> + Send;
+
+    /// Bytes `[start, end)` of `key`. With `if_match`, the server must refuse (PreconditionFailed)
+    /// if the object's ETag differs, so a reader never mixes two versions.
+    fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Bytes>> + Send;
+
+    /// One page of keys under `prefix`, grouped by `delimiter` when given, starting at `start`
+    /// (a token from a previous [`ListPage::next`]). At most `max_keys` entries.
+    fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start: Option<&str>,
+        max_keys: u32,
+    ) -> impl Future<Output = StoreResult<ListPage>> + Send;
+
+    /// Stores `body` at `key` in one request; returns the new ETag when the server sends one.
+    fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    /// Deletes `key`; deleting an absent key is not an error (S3 semantics).
+    fn delete(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Lists every key under `prefix` (no delimiter), following pages. For tests and tools.
+pub async fn list_all<S: ObjectStore>(store: &S, prefix: &str) -> StoreResult<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let page = store.list(prefix, None, start.as_deref(), 1000).await?;
+        out.extend(page.objects);
+        match page.next {
+            Some(n) => start = Some(n),
+            None => return Ok(out),
+        }
+    }
+}

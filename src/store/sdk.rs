@@ -1,0 +1,296 @@
+//! [`ObjectStore`] on aws-sdk-s3: the only file that names aws types.
+//!
+//! Choices that matter for non-AWS servers:
+//! - checksums `WhenRequired` both ways: since 2025 the SDK otherwise sends CRC trailers in
+//!   aws-chunked bodies, which MinIO, Ceph, OSS and small gateways reject;
+//! - path or virtual-hosted addressing decided by the resolved config (auto: path style for IPs,
+//!   `localhost` and explicit ports);
+//! - a short connect timeout, so an unreachable endpoint fails the mount in seconds, not minutes;
+//! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
+//!   S3 code but never a credential.
+
+use super::{ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use crate::config::S3Settings;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use base64::Engine;
+use bytes::Bytes;
+use std::time::{Duration, SystemTime};
+
+/// How long to wait for a TCP/TLS connection before calling the endpoint unreachable. Long
+/// enough for a slow WAN, short enough that a typo in the endpoint fails the mount quickly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A bucket on an S3-compatible server.
+#[derive(Clone)]
+pub struct SdkStore {
+    client: Client,
+    bucket: String,
+    /// Shown in errors (never carries credentials).
+    endpoint: String,
+}
+
+impl SdkStore {
+    pub fn new(s: &S3Settings) -> Self {
+        let creds = Credentials::new(
+            s.access_key.clone(),
+            s.secret_key.expose().to_string(),
+            s.session_token.as_ref().map(|t| t.expose().to_string()),
+            None,
+            "s3mount",
+        );
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(s.path_style())
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(s.max_retries.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(ep) = &s.endpoint {
+            b = b.endpoint_url(ep.clone());
+        }
+        Self {
+            client: Client::from_conf(b.build()),
+            bucket: s.bucket.clone(),
+            endpoint: s
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", s.region)),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket (for tests and the demo; the mount never creates buckets).
+    pub async fn create_bucket(&self) -> StoreResult<()> {
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => {
+                Ok(())
+            }
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    fn map_err<E>(&self, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: short_reason(&format!("{}", DisplayErrorContext(&err))),
+            },
+            _ => {
+                let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+                let code = err.code().map(str::to_string);
+                let message = err.message().map(str::to_string);
+                match (status, code.as_deref()) {
+                    (_, Some("NoSuchBucket")) => StoreError::NoSuchBucket(self.bucket.clone()),
+                    (404, _) => StoreError::NotFound,
+                    (412, _) | (_, Some("PreconditionFailed")) => StoreError::PreconditionFailed,
+                    (416, _) => StoreError::InvalidRange,
+                    (403, _) | (401, _) => StoreError::AccessDenied {
+                        status,
+                        code,
+                        message,
+                    },
+                    (501, _) | (405, _) | (_, Some("NotImplemented")) => {
+                        StoreError::NotImplemented(code.unwrap_or_else(|| status.to_string()))
+                    }
+                    (0, _) => StoreError::Other(short_reason(&format!(
+                        "{}",
+                        DisplayErrorContext(&err)
+                    ))),
+                    _ => StoreError::Service {
+                        status,
+                        code,
+                        message,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Picks the root cause out of the SDK's long error chain.
+fn short_reason(full: &str) -> String {
+    const KNOWN: [(&str, &str); 6] = [
+        ("Connection refused", "connection refused"),
+        ("dns error", "host name not found"),
+        ("failed to lookup address", "host name not found"),
+        ("timed out", "connection timed out"),
+        ("certificate", "TLS certificate not trusted"),
+        ("Network is unreachable", "network unreachable"),
+    ];
+    for (needle, said) in KNOWN {
+        if full.contains(needle) {
+            return said.to_string();
+        }
+    }
+    full.rsplit(": ").next().unwrap_or(full).to_string()
+}
+
+fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+impl ObjectStore for SdkStore {
+    async fn check_bucket(&self) -> StoreResult<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match self.map_err(e) {
+                StoreError::NotFound => StoreError::NoSuchBucket(self.bucket.clone()),
+                other => other,
+            }),
+        }
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(str::to_string),
+            last_modified: to_system_time(out.last_modified()),
+            content_type: out.content_type().map(str::to_string),
+            metadata: out
+                .metadata()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> StoreResult<Bytes> {
+        if end <= start {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", start, end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?;
+        Ok(data.into_bytes())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start: Option<&str>,
+        max_keys: u32,
+    ) -> StoreResult<ListPage> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_continuation_token(start.map(str::to_string))
+            .max_keys(max_keys as i32)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
+                    last_modified: to_system_time(o.last_modified()),
+                    content_type: None,
+                    metadata: Default::default(),
+                })
+            })
+            .collect();
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_string)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
+        use md5::Digest;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .content_md5(md5)
+            .set_content_type(opts.content_type)
+            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(())
+    }
+}
