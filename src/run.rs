@@ -11,7 +11,7 @@ use crate::fs::S3Fs;
 use crate::fuse::FuseAdapter;
 use crate::store::StoreError;
 use crate::store::sdk::SdkStore;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
@@ -65,7 +65,8 @@ pub fn check_mountpoint(p: &Path) -> Result<(), String> {
         }
         Ok(_) => {}
     }
-    let canon = std::fs::canonicalize(p).map_err(|e| format!("cannot use mountpoint {shown}: {e}"))?;
+    let canon =
+        std::fs::canonicalize(p).map_err(|e| format!("cannot use mountpoint {shown}: {e}"))?;
     if is_mountpoint(&canon) {
         return Err(format!(
             "mountpoint {shown} is busy: something is already mounted there; unmount it first (`fusermount3 -u {shown}`) or choose another directory"
@@ -134,7 +135,11 @@ fn init_logging(cfg: &MountConfig) {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
             Ok(f) => {
                 let _ = builder
                     .with_ansi(false)
@@ -158,7 +163,10 @@ pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), String> {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fds into the array we own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot create a pipe: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: the fds were just created and are owned here only.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -178,16 +186,20 @@ pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), String> {
         }
         _child => {
             drop(wr);
+            // One line: `OK`, or the error. The daemon keeps its end open while it runs, so
+            // read a line, not to EOF.
             let mut msg = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            let _ = std::io::BufReader::new(std::fs::File::from(rd)).read_line(&mut msg);
             let msg = msg.trim();
-            if msg == "OK" || msg.starts_with("OK\n") {
+            if msg == "OK" {
                 Ok(())
             } else if msg.is_empty() {
                 Err(format!(
                     "the s3mount daemon exited before the mount was ready; see {}",
-                    log_path(&resolve_mount(&args, &crate::config::Env::from_process())
-                        .map_err(|e| e.0)?)
+                    log_path(
+                        &resolve_mount(&args, &crate::config::Env::from_process())
+                            .map_err(|e| e.0)?
+                    )
                     .display()
                 ))
             } else {
@@ -294,7 +306,11 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
 
 /// Points stdin/stdout/stderr at /dev/null once the daemon no longer reports to the terminal.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         use std::os::fd::AsRawFd;
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard fds, with a valid open fd as source.
@@ -317,11 +333,23 @@ mod tests {
     fn mountpoint_checks() {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("nope");
-        assert!(check_mountpoint(&missing).unwrap_err().contains("does not exist"));
+        assert!(
+            check_mountpoint(&missing)
+                .unwrap_err()
+                .contains("does not exist")
+        );
         let file = d.path().join("f");
         std::fs::write(&file, b"").unwrap();
-        assert!(check_mountpoint(&file).unwrap_err().contains("not a directory"));
+        assert!(
+            check_mountpoint(&file)
+                .unwrap_err()
+                .contains("not a directory")
+        );
         assert!(check_mountpoint(d.path()).is_ok());
-        assert!(check_mountpoint(Path::new("/proc")).unwrap_err().contains("busy"));
+        assert!(
+            check_mountpoint(Path::new("/proc"))
+                .unwrap_err()
+                .contains("busy")
+        );
     }
 }

@@ -124,11 +124,14 @@ mod tests {
     fn blocks_round_trip_and_partial_coverage_misses() {
         let c = PageCache::new(64 << 20);
         let size = 3 * BLOCK + 10;
-        let data: Bytes = (0..size).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
+        let data: Bytes = (0..size)
+            .map(|i| (i % 253) as u8)
+            .collect::<Vec<_>>()
+            .into();
         // A part from the middle of block 0 to the end: block 0 is not whole, 1..3 are.
         c.insert_range(7, 100, &data.slice(100..), size);
         assert!(c.get_range(7, 0, 10).is_none());
-        let got = c.get_range(7, BLOCK - 0, 3 * BLOCK + 10).unwrap();
+        let got = c.get_range(7, BLOCK, 3 * BLOCK + 10).unwrap();
         assert_eq!(got, data.slice(BLOCK as usize..));
         let got = c.get_range(7, BLOCK + 5, BLOCK + 9).unwrap();
         assert_eq!(got, data.slice((BLOCK + 5) as usize..(BLOCK + 9) as usize));

@@ -166,9 +166,11 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| ConfigError(format!("bad size '{s}': use a number with an optional K, M or G suffix, e.g. 512M")))?;
+    let n: u64 = num.parse().map_err(|_| {
+        ConfigError(format!(
+            "bad size '{s}': use a number with an optional K, M or G suffix, e.g. 512M"
+        ))
+    })?;
     let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,

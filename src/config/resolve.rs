@@ -241,13 +241,9 @@ pub fn resolve_s3(
         .or_else(|| env.get("MEGFILE_S3_MAX_RETRY_TIMES"))
     {
         Some(v) => v.parse::<u32>().map_err(|_| {
-            ConfigError(format!(
-                "bad S3MOUNT_MAX_RETRIES '{v}': use a whole number"
-            ))
+            ConfigError(format!("bad S3MOUNT_MAX_RETRIES '{v}': use a whole number"))
         })?,
-        None => t
-            .and_then(|t| t.max_retries)
-            .unwrap_or(DEFAULT_MAX_RETRIES),
+        None => t.and_then(|t| t.max_retries).unwrap_or(DEFAULT_MAX_RETRIES),
     };
 
     Ok(S3Settings {
@@ -463,7 +459,10 @@ mod tests {
             }
         );
         let s = parse_source("s3+p2://bk/x").unwrap();
-        assert_eq!((s.profile.as_deref(), s.bucket.as_str(), s.prefix.as_str()), (Some("p2"), "bk", "x/"));
+        assert_eq!(
+            (s.profile.as_deref(), s.bucket.as_str(), s.prefix.as_str()),
+            (Some("p2"), "bk", "x/")
+        );
         let s = parse_source("s3://bk").unwrap();
         assert_eq!((s.profile, s.prefix.as_str()), (None, ""));
         assert_eq!(parse_source("bk").unwrap().bucket, "bk");
@@ -491,7 +490,13 @@ mod tests {
             "[profiles.p1]\nregion = \"toml-region\"\n",
         )
         .unwrap();
-        let env = env_with(home.path(), &[("P1__AWS_ACCESS_KEY_ID", "ENVKEY"), ("AWS_ACCESS_KEY_ID", "PLAIN")]);
+        let env = env_with(
+            home.path(),
+            &[
+                ("P1__AWS_ACCESS_KEY_ID", "ENVKEY"),
+                ("AWS_ACCESS_KEY_ID", "PLAIN"),
+            ],
+        );
         let s = resolve_s3(Some("p1"), "b", &S3Overrides::default(), &env).unwrap();
         assert_eq!(s.access_key, "ENVKEY");
         assert_eq!(s.secret_key.expose(), "FILESECRET");
@@ -502,7 +507,10 @@ mod tests {
             region: Some("cli-region".into()),
             ..Default::default()
         };
-        assert_eq!(resolve_s3(Some("p1"), "b", &cli, &env).unwrap().region, "cli-region");
+        assert_eq!(
+            resolve_s3(Some("p1"), "b", &cli, &env).unwrap().region,
+            "cli-region"
+        );
     }
 
     #[test]
@@ -518,7 +526,10 @@ mod tests {
             ],
         );
         let s = resolve_s3(None, "b", &S3Overrides::default(), &env).unwrap();
-        assert_eq!(s.endpoint.as_deref(), Some("https://oss-cn-hangzhou.aliyuncs.com"));
+        assert_eq!(
+            s.endpoint.as_deref(),
+            Some("https://oss-cn-hangzhou.aliyuncs.com")
+        );
         assert!(!s.verify_tls);
         assert_eq!(s.profile, "default");
     }
@@ -530,19 +541,33 @@ mod tests {
         let e = resolve_s3(Some("nope"), "b", &S3Overrides::default(), &env).unwrap_err();
         assert!(e.0.starts_with("unknown profile 'nope'"), "{e}");
         let e = resolve_s3(None, "b", &S3Overrides::default(), &env).unwrap_err();
-        assert!(e.0.contains("no access key") && e.0.contains("AWS_ACCESS_KEY_ID"), "{e}");
-        let env = env_with(home.path(), &[("AWS_ACCESS_KEY_ID", "K"), ("AWS_SECRET_ACCESS_KEY", "S")]);
+        assert!(
+            e.0.contains("no access key") && e.0.contains("AWS_ACCESS_KEY_ID"),
+            "{e}"
+        );
+        let env = env_with(
+            home.path(),
+            &[("AWS_ACCESS_KEY_ID", "K"), ("AWS_SECRET_ACCESS_KEY", "S")],
+        );
         let cli = S3Overrides {
             endpoint: Some("ftp://x".into()),
             ..Default::default()
         };
-        assert!(resolve_s3(None, "b", &cli, &env).unwrap_err().0.contains("bad endpoint"));
+        assert!(
+            resolve_s3(None, "b", &cli, &env)
+                .unwrap_err()
+                .0
+                .contains("bad endpoint")
+        );
     }
 
     #[test]
     fn fstab_options() {
         let home = tempfile::tempdir().unwrap();
-        let env = env_with(home.path(), &[("AWS_ACCESS_KEY_ID", "K"), ("AWS_SECRET_ACCESS_KEY", "S")]);
+        let env = env_with(
+            home.path(),
+            &[("AWS_ACCESS_KEY_ID", "K"), ("AWS_SECRET_ACCESS_KEY", "S")],
+        );
         let args = MountArgs {
             source: Some("bk/pre".into()),
             mountpoint: Some("/mnt".into()),
@@ -551,11 +576,19 @@ mod tests {
         };
         let c = resolve_mount(&args, &env).unwrap();
         assert!(c.fs.read_only && c.fuse.allow_other);
-        assert_eq!((c.fs.uid, c.fs.file_mode, c.prefix.as_str()), (7, 0o600, "pre/"));
+        assert_eq!(
+            (c.fs.uid, c.fs.file_mode, c.prefix.as_str()),
+            (7, 0o600, "pre/")
+        );
         let args = MountArgs {
             options: vec!["frobnicate".into()],
             ..args
         };
-        assert!(resolve_mount(&args, &env).unwrap_err().0.contains("unknown mount option 'frobnicate'"));
+        assert!(
+            resolve_mount(&args, &env)
+                .unwrap_err()
+                .0
+                .contains("unknown mount option 'frobnicate'")
+        );
     }
 }

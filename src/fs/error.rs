@@ -73,8 +73,15 @@ mod tests {
     #[test]
     fn errno_table() {
         assert_eq!(Error::from(StoreError::NotFound).errno(), libc::ENOENT);
-        assert_eq!(Error::from(StoreError::PreconditionFailed).errno(), libc::EIO);
-        let denied = StoreError::AccessDenied { status: 403, code: None, message: None };
+        assert_eq!(
+            Error::from(StoreError::PreconditionFailed).errno(),
+            libc::EIO
+        );
+        let denied = StoreError::AccessDenied {
+            status: 403,
+            code: None,
+            message: None,
+        };
         assert_eq!(Error::from(denied).errno(), libc::EACCES);
         assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
     }

@@ -278,6 +278,10 @@ mod tests {
         assert_eq!(d.key, "p/x/");
         assert_eq!(t.child(ROOT_INO, "x").unwrap().ino, d.ino);
         t.forget(f.ino, 1);
-        assert_eq!(t.child(ROOT_INO, "x").unwrap().ino, d.ino, "old inode's forget leaves the new name");
+        assert_eq!(
+            t.child(ROOT_INO, "x").unwrap().ino,
+            d.ino,
+            "old inode's forget leaves the new name"
+        );
     }
 }

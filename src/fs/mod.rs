@@ -381,7 +381,9 @@ impl<S: ObjectStore> S3Fs<S> {
                             validated: Some(Instant::now()),
                         },
                     };
-                    let child = self.inodes.upsert(&dir, &l.name, l.kind, stat.clone(), false);
+                    let child = self
+                        .inodes
+                        .upsert(&dir, &l.name, l.kind, stat.clone(), false);
                     let e = DirEntry {
                         name: l.name.clone(),
                         kind: l.kind,
@@ -424,11 +426,39 @@ impl<S: ObjectStore> S3Fs<S> {
         if h.next.is_none() {
             h.merger.finish(&mut out);
         }
+        self.resolve_empty_objects(&prefix, &mut out).await;
         for l in &out {
             self.negative.remove(h.ino, &l.name);
         }
         h.entries.extend(out);
         Ok(())
+    }
+
+    /// A zero-byte object may be a directory written by another tool (`dir` with
+    /// `Content-Type: application/x-directory`); LIST does not say, so HEAD those few.
+    async fn resolve_empty_objects(&self, prefix: &str, out: &mut [Listed]) {
+        use futures::StreamExt;
+        /// HEADs in flight at once for one listing page.
+        const PARALLEL_HEADS: usize = 16;
+        let empties: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].kind == Kind::File && out[i].size == 0)
+            .collect();
+        let heads: Vec<(usize, bool)> = futures::stream::iter(empties.into_iter().map(|i| {
+            let key = format!("{prefix}{}", out[i].name);
+            async move {
+                let is_dir = matches!(self.store.head(&key).await,
+                    Ok(info) if info.content_type.as_deref() == Some(DIR_CONTENT_TYPE));
+                (i, is_dir)
+            }
+        }))
+        .buffer_unordered(PARALLEL_HEADS)
+        .collect()
+        .await;
+        for (i, is_dir) in heads {
+            if is_dir {
+                out[i].kind = Kind::Dir;
+            }
+        }
     }
 
     pub fn statfs(&self) -> StatFs {

@@ -202,8 +202,8 @@ impl<S: ObjectStore> Reader<S> {
         }
         // The bytes this read needs come first, without a permit.
         if self.queued_end < end {
-            let part_end = align_up((self.queued_end + self.window.min(MAX_PART)).max(end))
-                .min(self.size);
+            let part_end =
+                align_up((self.queued_end + self.window.min(MAX_PART)).max(end)).min(self.size);
             let p = self.spawn(self.queued_end, part_end, None);
             self.queue.push_back(p);
             self.queued_end = part_end;
@@ -273,7 +273,13 @@ mod tests {
     #[tokio::test]
     async fn sequential_reads_grow_the_window_and_match() {
         let (store, data, etag) = setup(40 << 20).await;
-        let mut r = Reader::new(store, "f", Some(&etag), data.len() as u64, Arc::new(Semaphore::new(1 << 20)));
+        let mut r = Reader::new(
+            store,
+            "f",
+            Some(&etag),
+            data.len() as u64,
+            Arc::new(Semaphore::new(1 << 20)),
+        );
         let mut off = 0;
         while off < data.len() {
             let b = r.read(off as u64, 128 << 10).await.unwrap();
@@ -287,7 +293,13 @@ mod tests {
     #[tokio::test]
     async fn random_reads_fetch_only_what_they_need() {
         let (store, data, etag) = setup(16 << 20).await;
-        let mut r = Reader::new(store, "f", Some(&etag), data.len() as u64, Arc::new(Semaphore::new(1 << 20)));
+        let mut r = Reader::new(
+            store,
+            "f",
+            Some(&etag),
+            data.len() as u64,
+            Arc::new(Semaphore::new(1 << 20)),
+        );
         for off in [10 << 20, 3 << 20, 12 << 20, 5000] {
             let b = r.read(off as u64, 4096).await.unwrap();
             assert_eq!(&b[..], &data[off..off + 4096]);
@@ -299,7 +311,13 @@ mod tests {
     #[tokio::test]
     async fn zero_budget_still_progresses() {
         let (store, data, etag) = setup(4 << 20).await;
-        let mut r = Reader::new(store, "f", Some(&etag), data.len() as u64, Arc::new(Semaphore::new(0)));
+        let mut r = Reader::new(
+            store,
+            "f",
+            Some(&etag),
+            data.len() as u64,
+            Arc::new(Semaphore::new(0)),
+        );
         let mut got = Vec::new();
         while got.len() < data.len() {
             let b = r.read(got.len() as u64, 1 << 20).await.unwrap();
@@ -311,9 +329,18 @@ mod tests {
     #[tokio::test]
     async fn changed_object_fails_instead_of_mixing() {
         let (store, data, etag) = setup(8 << 20).await;
-        let mut r = Reader::new(store.clone(), "f", Some(&etag), data.len() as u64, Arc::new(Semaphore::new(0)));
+        let mut r = Reader::new(
+            store.clone(),
+            "f",
+            Some(&etag),
+            data.len() as u64,
+            Arc::new(Semaphore::new(0)),
+        );
         r.read(0, 4096).await.unwrap();
-        store.put("f", Bytes::from(vec![0u8; 8 << 20]), PutOptions::default()).await.unwrap();
+        store
+            .put("f", Bytes::from(vec![0u8; 8 << 20]), PutOptions::default())
+            .await
+            .unwrap();
         let err = r.read(6 << 20, 4096).await.unwrap_err();
         assert!(matches!(*err, StoreError::PreconditionFailed));
     }

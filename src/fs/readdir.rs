@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn invalid_names_are_hidden() {
-        let long = format!("{}", "n".repeat(256));
+        let long = "n".repeat(256);
         let mut m = Merger::new("");
         let mut out = Vec::new();
         let mut bad = 0;

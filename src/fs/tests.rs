@@ -92,8 +92,14 @@ async fn lookup_kinds_and_negative_cache() {
     assert_eq!((f.kind, f.size, f.perm, f.uid), (Kind::File, 5, 0o644, 1));
     let d = fs.lookup(ROOT_INO, "dir").await.unwrap();
     assert_eq!((d.kind, d.perm), (Kind::Dir, 0o755));
-    assert!(matches!(fs.lookup(ROOT_INO, "nope").await, Err(Error::NotFound)));
-    fs.store.put("nope", Bytes::new(), PutOptions::default()).await.unwrap();
+    assert!(matches!(
+        fs.lookup(ROOT_INO, "nope").await,
+        Err(Error::NotFound)
+    ));
+    fs.store
+        .put("nope", Bytes::new(), PutOptions::default())
+        .await
+        .unwrap();
     assert!(
         matches!(fs.lookup(ROOT_INO, "nope").await, Err(Error::NotFound)),
         "negative cache holds for the TTL"
@@ -117,7 +123,10 @@ async fn directory_marker_with_content_type() {
 #[tokio::test]
 async fn forget_bounds_inodes_after_readdirplus() {
     let keys: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("k{i:03}"), vec![])).collect();
-    let refs: Vec<(&str, &[u8])> = keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let refs: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
     let fs = fs_with(&refs, 7).await;
     let names = list(&fs, ROOT_INO, true, 10).await;
     assert_eq!(names.len(), 52);
@@ -150,7 +159,14 @@ async fn read_whole_file_and_eio_on_change() {
 
     let (fh, keep) = fs.open(a.ino, false).await.unwrap();
     assert!(keep, "unchanged object keeps the kernel cache");
-    fs.store.put("big", Bytes::from(vec![9u8; 6 << 20]), PutOptions::default()).await.unwrap();
+    fs.store
+        .put(
+            "big",
+            Bytes::from(vec![9u8; 6 << 20]),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
     // Not in the page cache (which only holds bytes of the old version under the old ETag):
     // a new range must be fetched, and If-Match refuses it.
     let err = fs.read(fh, (5 << 20) - 10, 10).await;
@@ -167,7 +183,10 @@ async fn read_whole_file_and_eio_on_change() {
 async fn prefix_mount_sees_only_its_subtree() {
     let store = Arc::new(MemoryStore::default());
     for k in ["top", "sub/a", "sub/b/c", "subx"] {
-        store.put(k, Bytes::new(), PutOptions::default()).await.unwrap();
+        store
+            .put(k, Bytes::new(), PutOptions::default())
+            .await
+            .unwrap();
     }
     let fs = S3Fs::new(store, "sub/", opts());
     let names = list(&fs, ROOT_INO, false, 100).await;

@@ -200,7 +200,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let span = tracing::debug_span!("readdir", ino = ino.0, fh = fh.0, offset);
         self.spawn(span, async move {
             let mut fill = |e: &DirEntry| {
-                reply.add(INodeNo(e.attr.ino), e.next_offset, file_type(e.kind), &e.name)
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    e.next_offset,
+                    file_type(e.kind),
+                    &e.name,
+                )
             };
             let res = core.readdir(ino.0, fh.0, offset, false, &mut fill).await;
             match res {

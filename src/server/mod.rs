@@ -60,7 +60,12 @@ pub async fn start(
 }
 
 /// Copies every regular file under `src` into `bucket` at `prefix + relative path`.
-pub fn import_tree(storage: &Storage, src: &Path, bucket: &str, prefix: &str) -> std::io::Result<usize> {
+pub fn import_tree(
+    storage: &Storage,
+    src: &Path,
+    bucket: &str,
+    prefix: &str,
+) -> std::io::Result<usize> {
     use md5::Digest;
     storage.create_bucket(bucket)?;
     let b = storage
@@ -80,7 +85,11 @@ pub fn import_tree(storage: &Storage, src: &Path, bucket: &str, prefix: &str) ->
             if !ft.is_file() {
                 continue;
             }
-            let rel = path.strip_prefix(src).unwrap_or(&path).to_string_lossy().to_string();
+            let rel = path
+                .strip_prefix(src)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .to_string();
             let key = format!("{prefix}{rel}");
             if b.get(&key).is_some() {
                 continue;
@@ -147,11 +156,17 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
             d
         }
     };
-    let storage = Storage::open(&dir)
-        .map_err(|e| format!("cannot use {} as the server's directory: {e}", dir.display()))?;
+    let storage = Storage::open(&dir).map_err(|e| {
+        format!(
+            "cannot use {} as the server's directory: {e}",
+            dir.display()
+        )
+    })?;
     for b in &args.buckets {
         if !storage::valid_bucket_name(b) {
-            return Err(format!("bad bucket name '{b}': use letters, digits, '-', '.' or '_'"));
+            return Err(format!(
+                "bad bucket name '{b}': use letters, digits, '-', '.' or '_'"
+            ));
         }
         storage
             .create_bucket(b)
@@ -163,7 +178,11 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
             .ok_or_else(|| format!("bad --import '{imp}': use LOCAL_DIR=BUCKET[/prefix]"))?;
         let (bucket, prefix) = dest.split_once('/').unwrap_or((dest, ""));
         let prefix = prefix.trim_matches('/');
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
         let n = import_tree(&storage, Path::new(src), bucket, &prefix)
             .map_err(|e| format!("cannot import {src} into {bucket}: {e}"))?;
         eprintln!("s3mount serve: imported {n} files from {src} into {bucket}/{prefix}");

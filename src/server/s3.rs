@@ -375,4 +375,3 @@ impl S3 for Backend {
         }))
     }
 }
-

@@ -82,11 +82,7 @@ impl Bucket {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&meta)?)?;
         std::fs::rename(&tmp, &path)?;
-        let old = self
-            .index
-            .write()
-            .unwrap()
-            .insert(meta.key.clone(), meta);
+        let old = self.index.write().unwrap().insert(meta.key.clone(), meta);
         if let Some(old) = old {
             let _ = std::fs::remove_file(self.data_path(&old));
         }

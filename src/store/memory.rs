@@ -121,7 +121,11 @@ impl MemoryStore {
             size: s.data.len() as u64,
             etag: Some(s.etag.clone()),
             last_modified: Some(s.modified),
-            content_type: if full { s.opts.content_type.clone() } else { None },
+            content_type: if full {
+                s.opts.content_type.clone()
+            } else {
+                None
+            },
             metadata: if full {
                 s.opts.metadata.clone()
             } else {
@@ -196,10 +200,7 @@ impl ObjectStore for MemoryStore {
             modified: SystemTime::now(),
             opts,
         };
-        self.objects
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), stored);
+        self.objects.lock().unwrap().insert(key.to_string(), stored);
         Ok(Some(etag))
     }
 
@@ -224,12 +225,18 @@ mod tests {
     async fn delimited_listing_pages_without_repeating_prefixes() {
         let store = MemoryStore::new(2);
         for k in ["a", "a-b", "a/1", "a/2", "b/x/y", "c", "d/"] {
-            store.put(k, Bytes::new(), PutOptions::default()).await.unwrap();
+            store
+                .put(k, Bytes::new(), PutOptions::default())
+                .await
+                .unwrap();
         }
         let mut all = Vec::new();
         let mut start = None;
         loop {
-            let page = store.list("", Some("/"), start.as_deref(), 1000).await.unwrap();
+            let page = store
+                .list("", Some("/"), start.as_deref(), 1000)
+                .await
+                .unwrap();
             assert!(page.objects.len() + page.prefixes.len() <= 2);
             all.extend(names(&page));
             match page.next {
@@ -244,7 +251,10 @@ mod tests {
     async fn listing_under_prefix_and_full_listing() {
         let store = MemoryStore::new(1000);
         for k in ["p/a", "p/b/c", "pq", "p/"] {
-            store.put(k, Bytes::new(), PutOptions::default()).await.unwrap();
+            store
+                .put(k, Bytes::new(), PutOptions::default())
+                .await
+                .unwrap();
         }
         let page = store.list("p/", Some("/"), None, 1000).await.unwrap();
         assert_eq!(names(&page), ["p/", "p/a", "p/b/"]);
@@ -269,7 +279,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(&store.get_range("k", 0, 3, Some(&etag)).await.unwrap()[..], b"one");
+        assert_eq!(
+            &store.get_range("k", 0, 3, Some(&etag)).await.unwrap()[..],
+            b"one"
+        );
         store
             .put("k", Bytes::from_static(b"two"), PutOptions::default())
             .await

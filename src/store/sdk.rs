@@ -78,9 +78,20 @@ impl SdkStore {
 
     /// Creates the bucket (for tests and the demo; the mount never creates buckets).
     pub async fn create_bucket(&self) -> StoreResult<()> {
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => {
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(self.map_err(e)),
@@ -113,10 +124,9 @@ impl SdkStore {
                     (501, _) | (405, _) | (_, Some("NotImplemented")) => {
                         StoreError::NotImplemented(code.unwrap_or_else(|| status.to_string()))
                     }
-                    (0, _) => StoreError::Other(short_reason(&format!(
-                        "{}",
-                        DisplayErrorContext(&err)
-                    ))),
+                    (0, _) => {
+                        StoreError::Other(short_reason(&format!("{}", DisplayErrorContext(&err))))
+                    }
                     _ => StoreError::Service {
                         status,
                         code,

@@ -1,0 +1,314 @@
+//! The one integration harness: an S3 server (the embedded one in-process on loopback, or an
+//! external endpoint from env), real FUSE mounts of the real binary, and guards that always
+//! unmount.
+//!
+//! External endpoint: set `S3MOUNT_TEST_ENDPOINT`, `S3MOUNT_TEST_ACCESS_KEY`,
+//! `S3MOUNT_TEST_SECRET_KEY` and `S3MOUNT_TEST_BUCKET` (created if missing). Each test works under
+//! its own key prefix, so tests share a bucket safely and prefix mounts are exercised on every run.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use s3mount::config::{Addressing, S3Settings, Secret};
+use s3mount::server::storage::Storage;
+use s3mount::store::sdk::SdkStore;
+use s3mount::store::{ObjectStore, PutOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub const ACCESS: &str = "test-access";
+pub const SECRET: &str = "test-secret-do-not-print";
+
+/// Where tests send S3 requests.
+#[derive(Clone)]
+pub struct Backend {
+    pub endpoint: String,
+    pub access: String,
+    pub secret: String,
+    pub bucket: String,
+    /// An external server (moto, MinIO, ...) rather than the embedded one.
+    pub external: bool,
+}
+
+struct Shared {
+    rt: tokio::runtime::Runtime,
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn shared() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        if let Ok(ep) = std::env::var("S3MOUNT_TEST_ENDPOINT") {
+            let backend = Backend {
+                endpoint: ep,
+                access: std::env::var("S3MOUNT_TEST_ACCESS_KEY")
+                    .unwrap_or_else(|_| "testing".into()),
+                secret: std::env::var("S3MOUNT_TEST_SECRET_KEY")
+                    .unwrap_or_else(|_| "testing".into()),
+                bucket: std::env::var("S3MOUNT_TEST_BUCKET")
+                    .unwrap_or_else(|_| "s3mount-test".into()),
+                external: true,
+            };
+            let store = SdkStore::new(&settings(&backend, &backend.bucket));
+            rt.block_on(store.create_bucket())
+                .expect("create the test bucket");
+            return Shared {
+                rt,
+                backend,
+                _dir: None,
+            };
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_bucket("test").unwrap();
+        let running = rt
+            .block_on(s3mount::server::start(
+                std::sync::Arc::new(storage),
+                "127.0.0.1:0",
+                ACCESS,
+                SECRET,
+            ))
+            .unwrap();
+        let backend = Backend {
+            endpoint: format!("http://{}", running.addr),
+            access: ACCESS.into(),
+            secret: SECRET.into(),
+            bucket: "test".into(),
+            external: false,
+        };
+        Shared {
+            rt,
+            backend,
+            _dir: Some(dir),
+        }
+    })
+}
+
+pub fn backend() -> Backend {
+    shared().backend.clone()
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    shared().rt.block_on(f)
+}
+
+pub fn settings(b: &Backend, bucket: &str) -> S3Settings {
+    S3Settings {
+        profile: "test".into(),
+        endpoint: Some(b.endpoint.clone()),
+        region: "us-east-1".into(),
+        addressing: Addressing::Path,
+        access_key: b.access.clone(),
+        secret_key: Secret::new(b.secret.clone()),
+        session_token: None,
+        verify_tls: true,
+        max_retries: 3,
+        bucket: bucket.into(),
+    }
+}
+
+/// A unique key prefix for one test, ending with `/`.
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}-{}-{}/",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A test's corner of the bucket: puts go under its prefix.
+pub struct Area {
+    pub backend: Backend,
+    pub store: SdkStore,
+    pub prefix: String,
+}
+
+impl Area {
+    pub fn new(name: &str) -> Self {
+        let backend = backend();
+        let store = SdkStore::new(&settings(&backend, &backend.bucket));
+        Self {
+            backend,
+            store,
+            prefix: unique_prefix(name),
+        }
+    }
+
+    pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
+        let full = format!("{}{key}", self.prefix);
+        block_on(self.store.put(&full, data.into(), PutOptions::default()))
+            .unwrap_or_else(|e| panic!("put {full}: {e}"))
+            .unwrap_or_default()
+    }
+
+    pub fn put_with(&self, key: &str, data: impl Into<Bytes>, opts: PutOptions) {
+        let full = format!("{}{key}", self.prefix);
+        block_on(self.store.put(&full, data.into(), opts)).unwrap();
+    }
+
+    /// Puts many small objects, 32 at a time.
+    pub fn put_many(&self, keys: &[String], body: &'static [u8]) {
+        use futures::StreamExt;
+        block_on(async {
+            futures::stream::iter(keys.iter().map(|k| {
+                let full = format!("{}{k}", self.prefix);
+                let store = &self.store;
+                async move {
+                    store
+                        .put(&full, Bytes::from_static(body), PutOptions::default())
+                        .await
+                }
+            }))
+            .buffer_unordered(32)
+            .for_each(|r| async move {
+                r.unwrap();
+            })
+            .await;
+        });
+    }
+
+    /// `bucket/prefix` as a SOURCE for the mount command.
+    pub fn source(&self) -> String {
+        format!(
+            "{}/{}",
+            self.backend.bucket,
+            self.prefix.trim_end_matches('/')
+        )
+    }
+
+    pub fn mount(&self, extra: &[&str]) -> Mount {
+        Mount::new(&self.backend, &self.source(), extra)
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_s3mount")
+}
+
+/// The mount command with a clean environment: only the test backend's keys, and a HOME with no
+/// AWS files, so the machine's own configuration never leaks in.
+pub fn s3mount_cmd(b: &Backend, home: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", &b.access)
+        .env("AWS_SECRET_ACCESS_KEY", &b.secret)
+        .env("AWS_ENDPOINT_URL", &b.endpoint)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs a command to completion with a deadline, so a hang fails the test instead of the run.
+pub fn run_with_deadline(mut c: Command, deadline: Duration) -> Output {
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill on a pid we spawned; at worst it already exited.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("command did not finish within {deadline:?}: {c:?}");
+        }
+    }
+}
+
+/// A live mount; dropping it unmounts (lazily if busy), so a failed test leaves no dead mount.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+impl Mount {
+    pub fn new(b: &Backend, source: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut c = s3mount_cmd(b, home.path());
+        c.arg(source).arg(dir.path()).args(extra);
+        let out = run_with_deadline(c, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir, home }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The daemon's log (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join(".cache/s3mount/s3mount.log"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        unmount(self.dir.path());
+    }
+}
+
+pub fn unmount(p: &Path) {
+    let ok = Command::new("fusermount3")
+        .arg("-u")
+        .arg(p)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(p)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Sorted names in a directory.
+pub fn names(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", p.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,6 @@
+//! All integration tests, one binary. `fuse_*` modules run against the embedded server, or an
+//! external endpoint when `S3MOUNT_TEST_ENDPOINT` is set; `cli` checks every bad input's message.
+
+mod cli;
+mod common;
+mod fuse_read;
