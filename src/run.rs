@@ -212,6 +212,7 @@ pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), String> {
 /// Mounts and serves until unmounted. `ready` gets `OK` once the mount is live (daemon mode).
 fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<(), String> {
     init_logging(&cfg);
+    tune_malloc();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("s3mount-io")
@@ -302,6 +303,22 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         .map_err(|e| format!("the FUSE session ended with an error: {e}"))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Keeps freed receive buffers in the heap instead of returning them to the kernel at once:
+/// every GET fills megabytes of fresh buffers, and with glibc's defaults each one is a new
+/// mmap whose pages fault in and are zeroed (measured at ~8% of the mount's CPU). Bounded:
+/// memory above the trim threshold still goes back.
+fn tune_malloc() {
+    /// Allocations below this come from the heap (glibc's ceiling is 32 MiB).
+    const MMAP_THRESHOLD: i32 = 32 << 20;
+    /// Free heap above this is returned to the kernel.
+    const TRIM_THRESHOLD: i32 = 128 << 20;
+    // SAFETY: mallopt only changes allocator tuning; called before the runtime starts threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
 }
 
 /// Points stdin/stdout/stderr at /dev/null once the daemon no longer reports to the terminal.

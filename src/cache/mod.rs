@@ -6,6 +6,7 @@
 //! - [`NegativeCache`]: names recently found absent, expiring after the metadata TTL, so tools
 //!   that probe for many missing files (shells, git, python imports) do not cost a LIST+HEAD each.
 
+use crate::store::Chunks;
 use bytes::{Bytes, BytesMut};
 use moka::sync::Cache;
 use std::hash::{Hash, Hasher};
@@ -25,7 +26,7 @@ pub fn object_id(key: &str, etag: Option<&str>) -> u64 {
 
 #[derive(Clone)]
 pub struct PageCache {
-    blocks: Cache<(u64, u64), Bytes>,
+    blocks: Cache<(u64, u64), Chunks>,
 }
 
 impl PageCache {
@@ -33,25 +34,25 @@ impl PageCache {
         Self {
             blocks: Cache::builder()
                 .max_capacity(bytes)
-                .weigher(|_, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+                .weigher(|_, v: &Chunks| v.len().try_into().unwrap_or(u32::MAX))
                 .build(),
         }
     }
 
     /// Stores the full blocks inside `[start, start + data.len())`; a block cut by the end of
-    /// the object (`size`) counts as full.
-    pub fn insert_range(&self, id: u64, start: u64, data: &Bytes, size: u64) {
-        let end = start + data.len() as u64;
+    /// the object (`size`) counts as full. Blocks share the part's buffers (no copy): a buffer
+    /// is freed once every block using it is evicted, so memory can exceed the weighed size by
+    /// at most the buffers straddling an evicted and a kept block.
+    pub fn insert_range(&self, id: u64, start: u64, data: &Chunks, size: u64) {
+        let end = start + data.len();
         let mut b = start.div_ceil(BLOCK) * BLOCK;
         while b < end {
             let block_end = (b + BLOCK).min(size);
             if block_end > end {
                 break;
             }
-            let slice = &data[(b - start) as usize..(block_end - start) as usize];
-            // A copy, so an evicted block frees its memory (a slice would pin the whole part).
             self.blocks
-                .insert((id, b / BLOCK), Bytes::copy_from_slice(slice));
+                .insert((id, b / BLOCK), data.sub(b - start, block_end - start));
             b += BLOCK;
         }
     }
@@ -62,20 +63,19 @@ impl PageCache {
         let last = (end - 1) / BLOCK;
         if first == last {
             let blk = self.blocks.get(&(id, first))?;
-            let from = (offset - first * BLOCK) as usize;
-            let to = (end - first * BLOCK) as usize;
-            return (to <= blk.len()).then(|| blk.slice(from..to));
+            let base = first * BLOCK;
+            return (end - base <= blk.len()).then(|| blk.slice(offset - base, end - base));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for i in first..=last {
             let blk = self.blocks.get(&(id, i))?;
             let bs = i * BLOCK;
             let from = offset.max(bs) - bs;
-            let to = end.min(bs + blk.len() as u64) - bs;
+            let to = end.min(bs + blk.len()) - bs;
             if from > to {
                 return None;
             }
-            out.extend_from_slice(&blk[from as usize..to as usize]);
+            out.extend_from_slice(&blk.slice(from, to));
         }
         (out.len() as u64 == end - offset).then(|| out.freeze())
     }
@@ -129,7 +129,7 @@ mod tests {
             .collect::<Vec<_>>()
             .into();
         // A part from the middle of block 0 to the end: block 0 is not whole, 1..3 are.
-        c.insert_range(7, 100, &data.slice(100..), size);
+        c.insert_range(7, 100, &data.slice(100..).into(), size);
         assert!(c.get_range(7, 0, 10).is_none());
         let got = c.get_range(7, BLOCK, 3 * BLOCK + 10).unwrap();
         assert_eq!(got, data.slice(BLOCK as usize..));
@@ -142,7 +142,7 @@ mod tests {
     fn capacity_is_in_bytes() {
         let c = PageCache::new(4 * BLOCK);
         let data: Bytes = vec![1u8; (16 * BLOCK) as usize].into();
-        c.insert_range(1, 0, &data, 16 * BLOCK);
+        c.insert_range(1, 0, &data.into(), 16 * BLOCK);
         assert!(c.weighted_size() <= 4 * BLOCK);
     }
 }

@@ -18,7 +18,7 @@
 //! of one version or an error, never a mix.
 
 use crate::cache::{BLOCK, PageCache};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{Chunks, ObjectStore, StoreError};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -38,11 +38,11 @@ pub const SEEK_FORWARD_TOLERANCE: u64 = 4 << 20;
 /// concurrent readahead requests slightly out of order).
 pub const SEEK_BACK_TOLERANCE: u64 = 1 << 20;
 
-type PartResult = Result<Bytes, Arc<StoreError>>;
+type PartResult = Result<Chunks, Arc<StoreError>>;
 
 enum PartData {
     Pending(JoinHandle<PartResult>),
-    Ready(Bytes),
+    Ready(Chunks),
 }
 
 struct Part {
@@ -53,16 +53,16 @@ struct Part {
 }
 
 impl Part {
-    async fn bytes(&mut self) -> PartResult {
+    async fn ready(&mut self) -> Result<&Chunks, Arc<StoreError>> {
         if let PartData::Pending(h) = &mut self.data {
-            let b = match h.await {
+            let c = match h.await {
                 Ok(r) => r?,
                 Err(e) => return Err(Arc::new(StoreError::Other(format!("GET task failed: {e}")))),
             };
-            self.data = PartData::Ready(b);
+            self.data = PartData::Ready(c);
         }
         match &self.data {
-            PartData::Ready(b) => Ok(b.clone()),
+            PartData::Ready(c) => Ok(c),
             PartData::Pending(_) => unreachable!("set above"),
         }
     }
@@ -164,7 +164,7 @@ impl<S: ObjectStore> Reader<S> {
     }
 
     /// Reads `[offset, offset + len)`, clipped at the end of the object.
-    pub async fn read(&mut self, offset: u64, len: u64) -> PartResult {
+    pub async fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, Arc<StoreError>> {
         let end = offset.saturating_add(len).min(self.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -186,6 +186,7 @@ impl<S: ObjectStore> Reader<S> {
                 .store
                 .get_range(&self.key, offset, end, self.etag.as_deref())
                 .await
+                .map(|c| c.to_bytes())
                 .map_err(Arc::new);
         }
         // Drop parts wholly behind the read.
@@ -231,10 +232,9 @@ impl<S: ObjectStore> Reader<S> {
             if p.start >= end {
                 break;
             }
-            let b = p.bytes().await?;
-            let from = (offset.max(p.start) - p.start) as usize;
-            let to = (end.min(p.end) - p.start) as usize;
-            let slice = b.slice(from..to.min(b.len()));
+            let (pstart, pend) = (p.start, p.end);
+            let c = p.ready().await?;
+            let slice = c.slice(offset.max(pstart) - pstart, end.min(pend) - pstart);
             match (&mut out, &single) {
                 (None, None) => single = Some(slice),
                 (None, Some(first)) => {

@@ -5,7 +5,7 @@
 //! prefix counted once toward `max_keys`, and the page token is the last key or prefix returned
 //! (a ListObjects v1 marker), so a page never repeats a prefix the previous page ended with.
 
-use super::{ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use super::{Chunks, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -153,7 +153,7 @@ impl ObjectStore for MemoryStore {
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> StoreResult<Bytes> {
+    ) -> StoreResult<Chunks> {
         let map = self.objects.lock().unwrap();
         let s = map.get(key).ok_or(StoreError::NotFound)?;
         if let Some(tag) = if_match
@@ -165,7 +165,7 @@ impl ObjectStore for MemoryStore {
         if start >= len && len > 0 {
             return Err(StoreError::InvalidRange);
         }
-        Ok(s.data.slice(start.min(len) as usize..end.min(len) as usize))
+        Ok(s.data.slice(start.min(len) as usize..end.min(len) as usize).into())
     }
 
     async fn list(
@@ -280,7 +280,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            &store.get_range("k", 0, 3, Some(&etag)).await.unwrap()[..],
+            &store.get_range("k", 0, 3, Some(&etag)).await.unwrap().to_bytes()[..],
             b"one"
         );
         store

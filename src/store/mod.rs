@@ -11,8 +11,11 @@
 //! Tricky cases: a listing page may come from ListObjects v1 (marker = last key when the server
 //! sends no `NextMarker`) or v2 (continuation token); [`ListPage::next`] hides which.
 
+pub mod chunks;
 pub mod memory;
 pub mod sdk;
+
+pub use chunks::Chunks;
 
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -109,7 +112,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> impl Future<Output = StoreResult<Bytes>> + Send;
+    ) -> impl Future<Output = StoreResult<Chunks>> + Send;
 
     /// One page of keys under `prefix`, grouped by `delimiter` when given, starting at `start`
     /// (a token from a previous [`ListPage::next`]). At most `max_keys` entries.

@@ -9,7 +9,7 @@
 //! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
 //!   S3 code but never a credential.
 
-use super::{ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use super::{Chunks, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
 use crate::config::S3Settings;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -203,9 +203,9 @@ impl ObjectStore for SdkStore {
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> StoreResult<Bytes> {
+    ) -> StoreResult<Chunks> {
         if end <= start {
-            return Ok(Bytes::new());
+            return Ok(Chunks::default());
         }
         let out = self
             .client
@@ -217,12 +217,15 @@ impl ObjectStore for SdkStore {
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?;
-        Ok(data.into_bytes())
+        // Keep the buffers as they arrive: no copy into one contiguous buffer.
+        let mut body = out.body;
+        let mut data = Chunks::default();
+        while let Some(b) = body.next().await {
+            data.push(
+                b.map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?,
+            );
+        }
+        Ok(data)
     }
 
     async fn list(
