@@ -34,15 +34,34 @@ fn client() -> (Client, String) {
 }
 
 async fn size_of(c: &Client, b: &str, key: &str) -> u64 {
-    c.head_object().bucket(b).key(key).send().await.unwrap().content_length().unwrap() as u64
+    c.head_object()
+        .bucket(b)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .content_length()
+        .unwrap() as u64
 }
 
 async fn get(c: &Client, b: &str, key: &str, range: Option<String>) -> u64 {
-    let out = c.get_object().bucket(b).key(key).set_range(range).send().await.unwrap();
+    let out = c
+        .get_object()
+        .bucket(b)
+        .key(key)
+        .set_range(range)
+        .send()
+        .await
+        .unwrap();
     let mut body = out.body;
     let mut n = 0u64;
+    let mut chunks = 0u64;
     while let Some(chunk) = body.next().await {
         n += chunk.unwrap().len() as u64;
+        chunks += 1;
+    }
+    if std::env::var_os("RAWGET_CHUNKS").is_some() {
+        eprintln!("{chunks} chunks, {} bytes average", n / chunks.max(1));
     }
     n
 }
@@ -83,7 +102,13 @@ async fn main() {
             }
             let start = Instant::now();
             let body = ByteStream::from_path(&path).await.unwrap();
-            c.put_object().bucket(&b).key(a(1)).body(body).send().await.unwrap();
+            c.put_object()
+                .bucket(&b)
+                .key(a(1))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             report("put", start, (mib as u64) << 20, 1);
             std::fs::remove_file(path).unwrap();
         }
@@ -96,7 +121,13 @@ async fn main() {
                 let b = b.clone();
                 let key = format!("{prefix}file-{i:06}");
                 async move {
-                    c.put_object().bucket(b).key(key).body(ByteStream::from_static(b"x")).send().await.unwrap();
+                    c.put_object()
+                        .bucket(b)
+                        .key(key)
+                        .body(ByteStream::from_static(b"x"))
+                        .send()
+                        .await
+                        .unwrap();
                 }
             }))
             .buffer_unordered(32)
@@ -133,14 +164,19 @@ async fn main() {
             let conc: usize = a(4).parse().unwrap();
             let size = size_of(&c, &b, &key).await;
             let start = Instant::now();
-            let total: u64 = futures::stream::iter((0..n).map(|i| {
-                let (c, b, key) = (c.clone(), b.clone(), key.clone());
-                let s = (i.wrapping_mul(0x9E3779B97F4A7C15) % (size - len)) / 4096 * 4096;
-                async move { get(&c, &b, &key, Some(format!("bytes={s}-{}", s + len - 1))).await }
-            }))
-            .buffer_unordered(conc)
-            .fold(0, |acc, n| async move { acc + n })
-            .await;
+            let total: u64 =
+                futures::stream::iter(
+                    (0..n).map(|i| {
+                        let (c, b, key) = (c.clone(), b.clone(), key.clone());
+                        let s = (i.wrapping_mul(0x9E3779B97F4A7C15) % (size - len)) / 4096 * 4096;
+                        async move {
+                            get(&c, &b, &key, Some(format!("bytes={s}-{}", s + len - 1))).await
+                        }
+                    }),
+                )
+                .buffer_unordered(conc)
+                .fold(0, |acc, n| async move { acc + n })
+                .await;
             report("random", start, total, n);
         }
         "list" => {

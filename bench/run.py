@@ -125,6 +125,7 @@ def main():
     ap.add_argument("--keys", type=int, default=10000)
     ap.add_argument("--random-ops", type=int, default=2000)
     ap.add_argument("--conc", type=int, default=8)
+    ap.add_argument("--tools", default="s3mount,s3fs,rclone", help="comma-separated; peers run when installed")
     a = ap.parse_args()
     sh(["cargo", "build", "--release", "--quiet", "--bin", "s3mount", "--example", "rawget"], cwd=ROOT)
     WORK = tempfile.mkdtemp(prefix="s3mount-bench.")
@@ -146,7 +147,7 @@ def main():
         r["raw parallel GET MiB/s"] = raw("get-parallel", "big.bin", 8, 8)["mib_s"]
         r["raw random 4K IOPS"] = raw("random", "big.bin", a.random_ops, 4096, a.conc)["ops_s"]
         r["raw LIST s"] = raw("list", "many/")["seconds"]
-        tools = ["s3mount"] + [t for t in ("s3fs", "rclone") if shutil.which(t)]
+        tools = [t for t in a.tools.split(",") if t == "s3mount" or shutil.which(t)]
         res = {}
         for tool in tools:
             mnt = os.path.join(WORK, "mnt-" + tool)

@@ -39,6 +39,14 @@ pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
             "cannot reach endpoint {ep} ({reason}): check the endpoint of profile '{}' and that the server is running",
             s3.profile
         ),
+        StoreError::Service { status: 400, .. } => format!(
+            "the server at {ep} refused bucket '{}' (HTTP 400 Bad Request): check the bucket name (3-63 letters, digits, '.', '-') and the addressing style",
+            s3.bucket
+        ),
+        StoreError::Service { status: 301, .. } => format!(
+            "bucket '{}' lives in another region: set the profile's region (or the endpoint of that region)",
+            s3.bucket
+        ),
         other => format!("cannot use bucket '{}' at {ep}: {other}", s3.bucket),
     }
 }

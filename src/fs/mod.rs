@@ -297,8 +297,18 @@ impl<S: ObjectStore> S3Fs<S> {
             .get(&fh)
             .cloned()
             .ok_or(Error::BadHandle)?;
-        let mut r = h.reader.lock().await;
-        r.read(offset, u64::from(size)).await.map_err(|e| {
+        let res = {
+            let mut r = h.reader.lock().await;
+            match r.begin(offset, u64::from(size)) {
+                prefetch::Step::Done(b) => Ok(b),
+                prefetch::Step::Sequential { offset, end } => r.read_sequential(offset, end).await,
+                prefetch::Step::Random(fetch) => {
+                    drop(r);
+                    fetch.run().await
+                }
+            }
+        };
+        res.map_err(|e| {
             match Arc::try_unwrap(e).unwrap_or_else(|a| StoreError::Other(a.to_string())) {
                 StoreError::PreconditionFailed => Error::Changed,
                 other => Error::from(other),
@@ -414,12 +424,28 @@ impl<S: ObjectStore> S3Fs<S> {
 
     async fn next_page(&self, h: &mut DirHandle) -> Result<()> {
         let prefix = self.dir_inode(h.ino)?.key.clone();
-        let page = self
-            .store
-            .list(&prefix, Some("/"), h.next.as_deref(), LIST_PAGE)
-            .await?;
+        let page = match h.pending.take() {
+            Some(p) => p
+                .await
+                .map_err(|e| StoreError::Other(format!("LIST task failed: {e}")))??,
+            None => {
+                self.store
+                    .list(&prefix, Some("/"), h.next.as_deref(), LIST_PAGE)
+                    .await?
+            }
+        };
         h.started = true;
         h.next = page.next.clone();
+        // Ask for the page after this one now, so its round trip overlaps the kernel
+        // consuming this one.
+        if let Some(token) = h.next.clone() {
+            let (store, prefix) = (self.store.clone(), prefix.clone());
+            h.pending = Some(tokio::spawn(async move {
+                store
+                    .list(&prefix, Some("/"), Some(&token), LIST_PAGE)
+                    .await
+            }));
+        }
         let mut out: Vec<Listed> = Vec::new();
         h.merger
             .push_page(page, &mut out, &mut |k| self.warn_invalid(k));

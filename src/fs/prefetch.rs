@@ -28,10 +28,11 @@ use tokio::task::JoinHandle;
 /// First window after a sequential start: absorbs the kernel's own readahead (128 KiB–1 MiB)
 /// without over-fetching small files.
 pub const INITIAL_WINDOW: u64 = 1 << 20;
-/// Largest window per file: 8 parts of 8 MiB in flight saturate a loopback or 10 GbE link.
+/// Largest window per file: 16 parts of 4 MiB in flight saturate a loopback or 10 GbE link.
 pub const MAX_WINDOW: u64 = 64 << 20;
-/// Largest single GET: big enough to amortise request latency, small enough to parallelise.
-pub const MAX_PART: u64 = 8 << 20;
+/// Largest single GET: big enough to amortise request latency, small enough that the first
+/// bytes arrive early and 16 parts run in parallel (4 MiB measured ahead of 2 and 8 MiB here).
+pub const MAX_PART: u64 = 4 << 20;
 /// A forward seek up to this far still counts as sequential (skipped bytes are discarded).
 pub const SEEK_FORWARD_TOLERANCE: u64 = 4 << 20;
 /// A backward seek up to this far still counts as sequential (the kernel may deliver
@@ -73,6 +74,32 @@ impl Drop for Part {
         if let PartData::Pending(h) = &self.data {
             h.abort();
         }
+    }
+}
+
+/// How [`Reader::begin`] will serve a read.
+pub enum Step<S: ObjectStore> {
+    Done(Bytes),
+    Random(RandomFetch<S>),
+    Sequential { offset: u64, end: u64 },
+}
+
+/// One ranged GET for a random read, runnable without the reader.
+pub struct RandomFetch<S: ObjectStore> {
+    store: Arc<S>,
+    key: Arc<str>,
+    etag: Option<Arc<str>>,
+    offset: u64,
+    end: u64,
+}
+
+impl<S: ObjectStore> RandomFetch<S> {
+    pub async fn run(self) -> Result<Bytes, Arc<StoreError>> {
+        self.store
+            .get_range(&self.key, self.offset, self.end, self.etag.as_deref())
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(Arc::new)
     }
 }
 
@@ -165,15 +192,26 @@ impl<S: ObjectStore> Reader<S> {
 
     /// Reads `[offset, offset + len)`, clipped at the end of the object.
     pub async fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, Arc<StoreError>> {
+        match self.begin(offset, len) {
+            Step::Done(b) => Ok(b),
+            Step::Random(f) => f.run().await,
+            Step::Sequential { offset, end } => self.read_sequential(offset, end).await,
+        }
+    }
+
+    /// Decides how to serve a read, updating the sequential state. A [`Step::Random`] fetch
+    /// needs nothing from the reader, so the caller can run it without holding the reader's
+    /// lock and random readers of one file proceed in parallel.
+    pub fn begin(&mut self, offset: u64, len: u64) -> Step<S> {
         let end = offset.saturating_add(len).min(self.size);
         if offset >= end {
-            return Ok(Bytes::new());
+            return Step::Done(Bytes::new());
         }
         if let Some((cache, id)) = &self.cache
             && let Some(b) = cache.get_range(*id, offset, end)
         {
             self.next_offset = end;
-            return Ok(b);
+            return Step::Done(b);
         }
         let sequential = offset == 0
             || (offset + SEEK_BACK_TOLERANCE >= self.next_offset
@@ -182,13 +220,23 @@ impl<S: ObjectStore> Reader<S> {
         if !sequential {
             self.reset(end);
             self.gets += 1;
-            return self
-                .store
-                .get_range(&self.key, offset, end, self.etag.as_deref())
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(Arc::new);
+            return Step::Random(RandomFetch {
+                store: self.store.clone(),
+                key: self.key.clone(),
+                etag: self.etag.clone(),
+                offset,
+                end,
+            });
         }
+        Step::Sequential { offset, end }
+    }
+
+    /// Serves a sequential read from the queue, extending the window.
+    pub async fn read_sequential(
+        &mut self,
+        offset: u64,
+        end: u64,
+    ) -> Result<Bytes, Arc<StoreError>> {
         // Drop parts wholly behind the read.
         while self.queue.front().is_some_and(|p| p.end <= offset) {
             let p = self.queue.pop_front().unwrap();

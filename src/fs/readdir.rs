@@ -142,6 +142,16 @@ pub struct DirHandle {
     /// Token of the next page; `None` with `started` set means the listing is complete.
     pub next: Option<String>,
     pub started: bool,
+    /// The next page, already requested while the kernel consumes this one.
+    pub pending: Option<tokio::task::JoinHandle<crate::store::StoreResult<ListPage>>>,
+}
+
+impl Drop for DirHandle {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.abort();
+        }
+    }
 }
 
 impl DirHandle {
@@ -152,6 +162,7 @@ impl DirHandle {
             merger: Merger::new(prefix),
             next: None,
             started: false,
+            pending: None,
         }
     }
 

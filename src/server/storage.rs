@@ -109,7 +109,7 @@ pub struct Storage {
 
 /// Bucket names this server accepts: they become directory names, so no `/`, no leading dot.
 pub fn valid_bucket_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
+    (3..=63).contains(&name.len())
         && !name.starts_with('.')
         && name
             .chars()

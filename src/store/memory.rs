@@ -165,7 +165,9 @@ impl ObjectStore for MemoryStore {
         if start >= len && len > 0 {
             return Err(StoreError::InvalidRange);
         }
-        Ok(s.data.slice(start.min(len) as usize..end.min(len) as usize).into())
+        Ok(s.data
+            .slice(start.min(len) as usize..end.min(len) as usize)
+            .into())
     }
 
     async fn list(
@@ -280,7 +282,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            &store.get_range("k", 0, 3, Some(&etag)).await.unwrap().to_bytes()[..],
+            &store
+                .get_range("k", 0, 3, Some(&etag))
+                .await
+                .unwrap()
+                .to_bytes()[..],
             b"one"
         );
         store

@@ -221,9 +221,7 @@ impl ObjectStore for SdkStore {
         let mut body = out.body;
         let mut data = Chunks::default();
         while let Some(b) = body.next().await {
-            data.push(
-                b.map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?,
-            );
+            data.push(b.map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?);
         }
         Ok(data)
     }
