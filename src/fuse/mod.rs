@@ -90,6 +90,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }

@@ -245,3 +245,42 @@ fn serve_command_prints_endpoint_and_serves() {
     );
     assert!(names(made.path()).is_empty());
 }
+
+#[test]
+fn fstab_helper_passes_options_and_drops_mount_flags() {
+    let Some(b) = local_backend() else { return };
+    let a = Area::new("helper");
+    a.put("f.txt", "via fstab");
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/mount-helper/mount.s3mount");
+    let mut c = s3mount_cmd(&b, home.path());
+    // As mount(8) calls it: SOURCE DIR -n -o OPTIONS.
+    c.env("S3MOUNT_BIN", bin())
+        .arg(helper)
+        .arg(a.source())
+        .arg(mnt.path())
+        .args(["-n", "-o", "_netdev,ro,file_mode=600"]);
+    let mut sh = Command::new("sh");
+    sh.env_clear();
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            sh.env(k, v);
+        }
+    }
+    sh.args(c.get_args());
+    let out = run_with_deadline(sh, Duration::from_secs(60));
+    let _guard = MountGuard(mnt.path().to_path_buf());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(mnt.path().join("f.txt")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("f.txt")).unwrap(),
+        "via fstab"
+    );
+}
