@@ -271,6 +271,18 @@ impl<S: ObjectStore> Reader<S> {
         }
         self.window = (self.window * 2).min(MAX_WINDOW);
 
+        let res = self.assemble(offset, end).await;
+        if res.is_err() {
+            // A failed part cannot be awaited again: start over, so a retry of the read
+            // issues fresh GETs (a changed object keeps failing through If-Match).
+            self.reset(end);
+            self.next_offset = 0;
+        }
+        res
+    }
+
+    /// Copies (or slices) `[offset, end)` out of the queued parts, waiting for them.
+    async fn assemble(&mut self, offset: u64, end: u64) -> Result<Bytes, Arc<StoreError>> {
         let mut out: Option<BytesMut> = None;
         let mut single: Option<Bytes> = None;
         for p in self.queue.iter_mut() {

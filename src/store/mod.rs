@@ -12,6 +12,7 @@
 //! sends no `NextMarker`) or v2 (continuation token); [`ListPage::next`] hides which.
 
 pub mod chunks;
+pub mod faults;
 pub mod memory;
 pub mod sdk;
 

@@ -284,3 +284,44 @@ fn fstab_helper_passes_options_and_drops_mount_flags() {
         "via fstab"
     );
 }
+
+/// Waits until `cond` holds, checking every 50 ms, failing after `deadline`.
+fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn foreground_mount_unmounts_on_sigterm() {
+    let Some(b) = local_backend() else { return };
+    let a = Area::new("fg");
+    a.put("f", "x");
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let mut c = s3mount_cmd(&b, home.path());
+    c.arg(a.source()).arg(mnt.path()).arg("-f");
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = MountGuard(mnt.path().to_path_buf());
+    let canon = std::fs::canonicalize(mnt.path()).unwrap();
+    wait_until(Duration::from_secs(60), "the mount", || {
+        s3mount::run::is_mountpoint(&canon)
+    });
+    assert_eq!(std::fs::read_to_string(mnt.path().join("f")).unwrap(), "x");
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait()));
+    let status = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("s3mount -f exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
+}

@@ -1,0 +1,110 @@
+//! A fault-injecting wrapper around any [`ObjectStore`], for tests of error paths: make the next
+//! N calls of one kind fail with a chosen error, and count the calls that reached the store.
+//!
+//! Lock: one std `Mutex` over the fault plan, held only to read and update it (never across the
+//! inner store's await).
+
+use super::{Chunks, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The calls a fault can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    CheckBucket,
+    Head,
+    Get,
+    List,
+    Put,
+    Delete,
+}
+
+/// Builds the error to inject (errors are not `Clone`).
+pub type MakeError = fn() -> StoreError;
+
+pub struct FaultStore<S: ObjectStore> {
+    inner: S,
+    plan: Mutex<HashMap<Op, (u32, MakeError)>>,
+    calls: Mutex<HashMap<Op, u64>>,
+}
+
+impl<S: ObjectStore> FaultStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            plan: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The next `times` calls of `op` fail with `make()`.
+    pub fn fail(&self, op: Op, times: u32, make: MakeError) {
+        self.plan.lock().unwrap().insert(op, (times, make));
+    }
+
+    /// Calls of `op` so far (failed ones included).
+    pub fn calls(&self, op: Op) -> u64 {
+        self.calls.lock().unwrap().get(&op).copied().unwrap_or(0)
+    }
+
+    fn enter(&self, op: Op) -> StoreResult<()> {
+        *self.calls.lock().unwrap().entry(op).or_default() += 1;
+        let mut plan = self.plan.lock().unwrap();
+        if let Some((left, make)) = plan.get_mut(&op)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(make());
+        }
+        Ok(())
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for FaultStore<S> {
+    async fn check_bucket(&self) -> StoreResult<()> {
+        self.enter(Op::CheckBucket)?;
+        self.inner.check_bucket().await
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        self.enter(Op::Head)?;
+        self.inner.head(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> StoreResult<Chunks> {
+        self.enter(Op::Get)?;
+        self.inner.get_range(key, start, end, if_match).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start: Option<&str>,
+        max_keys: u32,
+    ) -> StoreResult<ListPage> {
+        self.enter(Op::List)?;
+        self.inner.list(prefix, delimiter, start, max_keys).await
+    }
+
+    async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
+        self.enter(Op::Put)?;
+        self.inner.put(key, body, opts).await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.enter(Op::Delete)?;
+        self.inner.delete(key).await
+    }
+}
