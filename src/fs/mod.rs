@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod inode;
+pub mod meta;
 pub mod prefetch;
 pub mod readdir;
 
