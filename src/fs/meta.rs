@@ -225,7 +225,10 @@ mod tests {
             ("uid", "1000"),
             ("gid", "1001"),
         ]));
-        assert_eq!(m.mtime, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+        assert_eq!(
+            m.mtime,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
         assert_eq!(m.mode, Some(0o100644));
         assert_eq!(m.perm(), Some(0o644));
         assert_eq!((m.uid, m.gid), (Some(1000), Some(1001)));
@@ -279,12 +282,18 @@ mod tests {
             ..Default::default()
         };
         let hdr = m.to_headers(&defaults);
-        assert_eq!(hdr.get("mtime").map(String::as_str), Some("1700000000.000000042"));
+        assert_eq!(
+            hdr.get("mtime").map(String::as_str),
+            Some("1700000000.000000042")
+        );
         assert_eq!(hdr.get("mode").map(String::as_str), Some("33152"));
         assert!(!hdr.contains_key("uid"), "same as default");
         assert_eq!(hdr.get("gid").map(String::as_str), Some("5"));
         let back = PosixMeta::parse(&hdr);
-        assert_eq!((back.mtime, back.mode, back.gid), (Some(t), Some(0o100600), Some(5)));
+        assert_eq!(
+            (back.mtime, back.mode, back.gid),
+            (Some(t), Some(0o100600), Some(5))
+        );
         assert_eq!(format_mtime(UNIX_EPOCH + Duration::from_secs(7)), "7");
     }
 }

@@ -18,6 +18,7 @@ pub mod inode;
 pub mod meta;
 pub mod prefetch;
 pub mod readdir;
+pub mod write;
 
 pub use error::{Error, Result};
 pub use inode::{Kind, ROOT_INO};

@@ -1,0 +1,258 @@
+//! Staging: where a file's bytes live between `write` and the upload.
+//!
+//! Problem: S3 takes whole objects, files are written piecewise and at random offsets, and a file
+//! may be larger than memory. Bytes stay in memory up to a limit (`--write-buffer`), then spill to
+//! a file under the cache directory, which holds every byte from then on. Gaps read as zeros.
+//!
+//! Data safety: when an upload fails, [`Staging::persist`] moves (or writes) the bytes to a named
+//! file under `recovered/`, so the caller can tell the user where they are.
+
+use bytes::Bytes;
+use md5::Digest;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes copied per step when hashing or copying a spilled file.
+const COPY_STEP: usize = 1 << 20;
+
+pub struct Staging {
+    dir: PathBuf,
+    limit: u64,
+    mem: Vec<u8>,
+    /// The spill file (holds all bytes once present) and its path.
+    file: Option<(File, PathBuf)>,
+    len: u64,
+}
+
+/// What an upload reads from.
+pub enum Source<'a> {
+    Memory(Bytes),
+    File(&'a Path, u64),
+}
+
+impl Staging {
+    /// `dir`: where a spill file goes; `limit`: bytes kept in memory before spilling.
+    pub fn new(dir: &Path, limit: u64) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            limit,
+            mem: Vec::new(),
+            file: None,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the bytes are on disk.
+    pub fn spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("staging-")
+            .tempfile_in(&self.dir)?;
+        let (file, path) = tmp.keep().map_err(|e| e.error)?;
+        file.write_all_at(&self.mem, 0)?;
+        file.set_len(self.len)?;
+        self.mem = Vec::new();
+        self.file = Some((file, path));
+        Ok(())
+    }
+
+    /// Writes `data` at `off`; a gap before it reads as zeros.
+    pub fn write_at(&mut self, off: u64, data: &[u8]) -> io::Result<()> {
+        let end = off + data.len() as u64;
+        if self.file.is_none() && end > self.limit {
+            self.spill()?;
+        }
+        match &self.file {
+            Some((f, _)) => f.write_all_at(data, off)?,
+            None => {
+                if self.mem.len() < end as usize {
+                    self.mem.resize(end as usize, 0);
+                }
+                self.mem[off as usize..end as usize].copy_from_slice(data);
+            }
+        }
+        self.len = self.len.max(end);
+        Ok(())
+    }
+
+    /// Sets the length: shorter drops bytes, longer adds zeros.
+    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
+        if self.file.is_none() && len > self.limit {
+            self.spill()?;
+        }
+        match &self.file {
+            Some((f, _)) => f.set_len(len)?,
+            None => self.mem.resize(len as usize, 0),
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Bytes `[off, off + len)`, clipped at the end.
+    pub fn read_at(&self, off: u64, len: u64) -> io::Result<Bytes> {
+        let end = (off + len).min(self.len);
+        if off >= end {
+            return Ok(Bytes::new());
+        }
+        match &self.file {
+            Some((f, _)) => {
+                let mut buf = vec![0u8; (end - off) as usize];
+                f.read_exact_at(&mut buf, off)?;
+                Ok(buf.into())
+            }
+            None => Ok(Bytes::copy_from_slice(
+                &self.mem[off as usize..end as usize],
+            )),
+        }
+    }
+
+    /// MD5 of all bytes (for Content-MD5).
+    pub fn md5(&self) -> io::Result<[u8; 16]> {
+        let mut h = md5::Md5::new();
+        match &self.file {
+            None => h.update(&self.mem),
+            Some((f, _)) => {
+                let mut buf = vec![0u8; COPY_STEP];
+                let mut off = 0;
+                while off < self.len {
+                    let n = (self.len - off).min(COPY_STEP as u64) as usize;
+                    f.read_exact_at(&mut buf[..n], off)?;
+                    h.update(&buf[..n]);
+                    off += n as u64;
+                }
+            }
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// What an upload should send.
+    pub fn source(&self) -> Source<'_> {
+        match &self.file {
+            Some((_, p)) => Source::File(p, self.len),
+            None => Source::Memory(Bytes::copy_from_slice(&self.mem)),
+        }
+    }
+
+    /// Keeps the bytes after a failed upload: `recovered/<name>` under the staging directory.
+    /// Returns the path to tell the user.
+    pub fn persist(mut self, name: &str) -> io::Result<PathBuf> {
+        let dir = self.dir.join("recovered");
+        std::fs::create_dir_all(&dir)?;
+        let safe: String = name
+            .chars()
+            .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+            .take(200)
+            .collect();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let dest = dir.join(format!("{stamp}-{safe}"));
+        match self.file.take() {
+            Some((_, p)) => std::fs::rename(&p, &dest)?,
+            None => std::fs::write(&dest, &self.mem)?,
+        }
+        Ok(dest)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some((_, p)) = self.file.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(model: &mut Vec<u8>, off: usize, data: &[u8]) {
+        if model.len() < off + data.len() {
+            model.resize(off + data.len(), 0);
+        }
+        model[off..off + data.len()].copy_from_slice(data);
+    }
+
+    #[test]
+    fn random_writes_across_the_spill_match_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Staging::new(dir.path(), 64 << 10);
+        let mut model = Vec::new();
+        let mut x: u64 = 12345;
+        for i in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = (x % (200 << 10)) as usize;
+            let len = 1 + (x >> 32) as usize % 5000;
+            let data = vec![(i % 251) as u8; len];
+            s.write_at(off as u64, &data).unwrap();
+            apply(&mut model, off, &data);
+            if i == 100 {
+                s.truncate(50_000).unwrap();
+                model.truncate(50_000);
+            }
+        }
+        assert!(s.spilled());
+        assert_eq!(s.len(), model.len() as u64);
+        assert_eq!(&s.read_at(0, s.len()).unwrap()[..], &model[..]);
+        assert_eq!(s.md5().unwrap(), <[u8; 16]>::from(md5::Md5::digest(&model)));
+        s.truncate(model.len() as u64 + 10).unwrap();
+        assert_eq!(&s.read_at(model.len() as u64, 100).unwrap()[..], &[0u8; 10]);
+    }
+
+    #[test]
+    fn small_files_stay_in_memory_and_spill_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Staging::new(dir.path(), 1 << 20);
+        s.write_at(0, b"hello").unwrap();
+        s.write_at(7, b"!").unwrap();
+        assert!(!s.spilled());
+        assert_eq!(&s.read_at(0, 100).unwrap()[..], b"hello\0\0!");
+        assert!(matches!(s.source(), Source::Memory(b) if &b[..] == b"hello\0\0!"));
+        let mut big = Staging::new(dir.path(), 4);
+        big.write_at(0, b"spilled").unwrap();
+        assert!(big.spilled());
+        assert!(matches!(big.source(), Source::File(_, 7)));
+        drop(big);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "spill file removed"
+        );
+    }
+
+    #[test]
+    fn persist_keeps_the_bytes_under_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        for limit in [1 << 20, 2] {
+            let mut s = Staging::new(dir.path(), limit);
+            s.write_at(0, b"precious").unwrap();
+            let p = s.persist("dir/file.txt").unwrap();
+            assert!(p.starts_with(dir.path().join("recovered")));
+            assert!(
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .ends_with("dir_file.txt")
+            );
+            assert_eq!(std::fs::read(&p).unwrap(), b"precious");
+        }
+    }
+}
