@@ -40,9 +40,20 @@ pub struct MountArgs {
     /// Mount options, comma-separated (the fstab form): ro, allow_other, uid=N, ...
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
-    /// Mount read-only.
+    /// Mount read-only (the default for now).
     #[arg(long)]
     pub read_only: bool,
+    /// Allow changes (create, write, mkdir, unlink, rmdir); also `-o rw`. Early: see
+    /// docs/semantics.md for what is supported.
+    #[arg(long, conflicts_with = "read_only")]
+    pub read_write: bool,
+    /// Directory for spilled writes and for the bytes of failed uploads (default:
+    /// $XDG_CACHE_HOME/s3mount, or /var/cache/s3mount for root).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes of a file being written held in memory before spilling to --cache-dir (e.g. 64M).
+    #[arg(long)]
+    pub write_buffer: Option<String>,
     /// Profile to use when SOURCE names none (default: $AWS_PROFILE, then `default`).
     #[arg(long)]
     pub profile: Option<String>,

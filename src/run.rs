@@ -253,8 +253,9 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
     ];
-    // Writes arrive with the next release; until then every mount is read-only.
-    options.push(fuser::MountOption::RO);
+    if cfg.fs.read_only {
+        options.push(fuser::MountOption::RO);
+    }
     if cfg.fuse.auto_unmount {
         options.push(fuser::MountOption::AutoUnmount);
     }

@@ -116,6 +116,11 @@ pub struct FsOptions {
     pub cache_size: u64,
     /// Refuse every change (EROFS).
     pub read_only: bool,
+    /// Where written files spill to disk, and where bytes of failed uploads are kept
+    /// (`recovered/`).
+    pub cache_dir: PathBuf,
+    /// Bytes of a file being written kept in memory before it spills to `cache_dir`.
+    pub write_buffer: u64,
 }
 
 impl FsOptions {

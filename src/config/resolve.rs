@@ -18,6 +18,8 @@ const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(10);
 /// Default data memory (page cache + prefetch): a 1 GiB-class machine can spare it, and it holds
 /// four 64 MiB prefetch windows in flight.
 const DEFAULT_CACHE_SIZE: u64 = 512 << 20;
+/// Default bytes of a file being written kept in memory: small files never touch the disk.
+const DEFAULT_WRITE_BUFFER: u64 = 16 << 20;
 /// Default attempts per request (first try included).
 const DEFAULT_MAX_RETRIES: u32 = 3;
 
@@ -324,7 +326,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
         };
         match k {
             "ro" => a.read_only = true,
-            "rw" => {}
+            "rw" => a.read_write = true,
             "allow_other" => fuse.allow_other = true,
             "allow_root" => fuse.allow_root = true,
             "auto_unmount" => fuse.auto_unmount = true,
@@ -338,6 +340,8 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "addressing_style" => a.addressing_style = a.addressing_style.or(Some(need(v)?)),
             "metadata_ttl" => a.metadata_ttl = a.metadata_ttl.or(Some(need(v)?)),
             "cache_size" => a.cache_size = a.cache_size.or(Some(need(v)?)),
+            "cache_dir" => a.cache_dir = a.cache_dir.or(Some(need(v)?.into())),
+            "write_buffer" => a.write_buffer = a.write_buffer.or(Some(need(v)?)),
             "log_file" => a.log_file = a.log_file.or(Some(need(v)?.into())),
             "foreground" => a.foreground = true,
             // fstab/mount(8) words with no meaning for a FUSE daemon.
@@ -413,7 +417,15 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             .unwrap_or(0o755),
         metadata_ttl,
         cache_size,
-        read_only: a.read_only,
+        read_only: a.read_only || !a.read_write,
+        cache_dir: a
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| default_cache_dir(env, uid)),
+        write_buffer: match &a.write_buffer {
+            Some(v) => parse_size(v)?,
+            None => DEFAULT_WRITE_BUFFER,
+        },
     };
     Ok(MountConfig {
         s3,
@@ -426,6 +438,17 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
         log_file: a.log_file,
         verbose: a.verbose,
     })
+}
+
+/// `$XDG_CACHE_HOME/s3mount`, `~/.cache/s3mount`, or `/var/cache/s3mount` for root.
+fn default_cache_dir(env: &Env, uid: u32) -> PathBuf {
+    if uid == 0 && env.get("XDG_CACHE_HOME").is_none() {
+        return PathBuf::from("/var/cache/s3mount");
+    }
+    env.get("XDG_CACHE_HOME")
+        .map(|d| PathBuf::from(d).join("s3mount"))
+        .or_else(|| env.home.as_ref().map(|h| h.join(".cache/s3mount")))
+        .unwrap_or_else(|| std::env::temp_dir().join("s3mount"))
 }
 
 fn bad_opt(opt: &str) -> ConfigError {

@@ -23,6 +23,10 @@ pub enum Error {
     Changed,
     #[error("operation not supported")]
     NotSupported,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
     #[error("store: {0}")]
     Store(StoreError),
 }
@@ -51,6 +55,8 @@ impl Error {
             Error::InvalidName => libc::ENOENT,
             Error::Changed => libc::EIO,
             Error::NotSupported => libc::ENOTSUP,
+            Error::Exists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
             Error::Store(e) => match e {
                 StoreError::AccessDenied { .. } => libc::EACCES,
                 StoreError::NotImplemented(_) => libc::ENOTSUP,
@@ -62,7 +68,14 @@ impl Error {
 
     /// Expected outcomes (a missing file) are not worth a warning in the log.
     pub fn is_expected(&self) -> bool {
-        matches!(self, Error::NotFound | Error::InvalidName | Error::ReadOnly)
+        matches!(
+            self,
+            Error::NotFound
+                | Error::InvalidName
+                | Error::ReadOnly
+                | Error::Exists
+                | Error::NotEmpty
+        )
     }
 }
 

@@ -79,6 +79,15 @@ pub struct StatFs {
 struct FileHandle<S: ObjectStore> {
     ino: u64,
     reader: tokio::sync::Mutex<Reader<S>>,
+    /// Opened for writing: holds a reference on the inode's [`write::WriteState`].
+    writing: bool,
+}
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
 }
 
 pub struct S3Fs<S: ObjectStore> {
@@ -90,6 +99,8 @@ pub struct S3Fs<S: ObjectStore> {
     prefetch_budget: Arc<Semaphore>,
     files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
+    /// Files being written, by inode: one staging shared by all write handles of the inode.
+    writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<write::WriteState>>>>,
     next_fh: AtomicU64,
     warned: Mutex<HashSet<String>>,
     mount_time: SystemTime,
@@ -108,6 +119,7 @@ impl<S: ObjectStore> S3Fs<S> {
             prefetch_budget: Arc::new(Semaphore::new(kib)),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),
             mount_time: now,
@@ -185,7 +197,8 @@ impl<S: ObjectStore> S3Fs<S> {
         let p = self.dir_inode(parent)?;
         if let Some(c) = self.inodes.child(parent, name) {
             let stat = c.stat();
-            if self.fresh(&stat) {
+            // A file being written exists here before it exists on the server.
+            if self.fresh(&stat) || self.writer(c.ino).is_some() {
                 let c = self.inodes.upsert(&p, name, c.kind, stat.clone(), true);
                 return Ok(self.attr(&c, &stat));
             }
@@ -227,7 +240,7 @@ impl<S: ObjectStore> S3Fs<S> {
     pub async fn getattr(&self, ino: u64) -> Result<Attr> {
         let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
         let stat = inode.stat();
-        if inode.kind == Kind::Dir || self.fresh(&stat) {
+        if inode.kind == Kind::Dir || self.fresh(&stat) || self.writer(ino).is_some() {
             return Ok(self.attr(&inode, &stat));
         }
         let stat = self.revalidate(&inode).await?;
@@ -252,20 +265,20 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// Opens a file for reading. Returns the handle and whether the kernel may keep the pages
     /// it cached from an earlier open (true when the object is unchanged since then).
-    pub async fn open(&self, ino: u64, write: bool) -> Result<(u64, bool)> {
+    pub async fn open(&self, ino: u64, mode: OpenMode) -> Result<(u64, bool)> {
         let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
         if inode.kind == Kind::Dir {
             return Err(Error::IsDir);
         }
-        if write {
-            return Err(if self.opts.read_only {
-                Error::ReadOnly
-            } else {
-                Error::NotSupported
-            });
+        if mode.write {
+            if self.opts.read_only {
+                return Err(Error::ReadOnly);
+            }
+            self.attach_writer(&inode, mode.truncate).await?;
         }
         let before = inode.stat();
-        let stat = if self.fresh(&before) {
+        // A file being written is what its staging says, not what the server has (yet).
+        let stat = if self.fresh(&before) || self.writer(ino).is_some() {
             before.clone()
         } else {
             self.revalidate(&inode).await?
@@ -286,9 +299,11 @@ impl<S: ObjectStore> S3Fs<S> {
             Arc::new(FileHandle {
                 ino,
                 reader: tokio::sync::Mutex::new(reader),
+                writing: mode.write,
             }),
         );
-        Ok((fh, keep_cache))
+        // A file being written is served from its staging; the kernel must not keep pages.
+        Ok((fh, keep_cache && !mode.write))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
@@ -299,6 +314,9 @@ impl<S: ObjectStore> S3Fs<S> {
             .get(&fh)
             .cloned()
             .ok_or(Error::BadHandle)?;
+        if let Some(w) = self.writer(h.ino) {
+            return w.lock().await.read(offset, u64::from(size));
+        }
         let res = {
             let mut r = h.reader.lock().await;
             match r.begin(offset, u64::from(size)) {
@@ -318,10 +336,17 @@ impl<S: ObjectStore> S3Fs<S> {
         })
     }
 
-    pub fn release(&self, fh: u64) {
-        if let Some(h) = self.files.lock().unwrap().remove(&fh) {
-            self.inodes.close_handle(h.ino);
-        }
+    /// Closes a handle; the last write handle of a file uploads what is still unsaved.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let h = self.files.lock().unwrap().remove(&fh);
+        let Some(h) = h else { return Ok(()) };
+        let res = if h.writing {
+            self.detach_writer(h.ino).await
+        } else {
+            Ok(())
+        };
+        self.inodes.close_handle(h.ino);
+        res
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64> {

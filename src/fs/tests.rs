@@ -14,6 +14,8 @@ fn opts() -> FsOptions {
         metadata_ttl: Duration::from_secs(60),
         cache_size: 64 << 20,
         read_only: true,
+        cache_dir: std::env::temp_dir().join("s3mount-core-tests"),
+        write_buffer: 1 << 20,
     }
 }
 
@@ -150,7 +152,7 @@ async fn read_whole_file_and_eio_on_change() {
     let data: Vec<u8> = (0..(5 << 20)).map(|i| (i % 239) as u8).collect();
     let fs = fs_with(&[("big", &data)], 1000).await;
     let a = fs.lookup(ROOT_INO, "big").await.unwrap();
-    let (fh, _) = fs.open(a.ino, false).await.unwrap();
+    let (fh, _) = fs.open(a.ino, OpenMode::default()).await.unwrap();
     let mut got = Vec::new();
     while got.len() < data.len() {
         let b = fs.read(fh, got.len() as u64, 131072).await.unwrap();
@@ -159,10 +161,20 @@ async fn read_whole_file_and_eio_on_change() {
     }
     assert_eq!(got, data);
     assert!(fs.read(fh, data.len() as u64, 10).await.unwrap().is_empty());
-    assert!(matches!(fs.open(a.ino, true).await, Err(Error::ReadOnly)));
-    fs.release(fh);
+    assert!(matches!(
+        fs.open(
+            a.ino,
+            OpenMode {
+                write: true,
+                truncate: false
+            }
+        )
+        .await,
+        Err(Error::ReadOnly)
+    ));
+    fs.release(fh).await.unwrap();
 
-    let (fh, keep) = fs.open(a.ino, false).await.unwrap();
+    let (fh, keep) = fs.open(a.ino, OpenMode::default()).await.unwrap();
     assert!(keep, "unchanged object keeps the kernel cache");
     fs.store
         .put(
@@ -181,7 +193,7 @@ async fn read_whole_file_and_eio_on_change() {
         // The old bytes came from the page cache: still the old version, never a mix.
         assert_eq!(&err.unwrap()[..], &data[data.len() - 10..]);
     }
-    fs.release(fh);
+    fs.release(fh).await.unwrap();
 }
 
 #[tokio::test]
@@ -226,7 +238,7 @@ mod faults {
         let data: Vec<u8> = (0..(3 << 20)).map(|i| (i % 251) as u8).collect();
         let fs = faulty(&[("f", data.clone())]).await;
         let a = fs.lookup(ROOT_INO, "f").await.unwrap();
-        let (fh, _) = fs.open(a.ino, false).await.unwrap();
+        let (fh, _) = fs.open(a.ino, OpenMode::default()).await.unwrap();
         fs.store.fail(Op::Get, 100, unavailable);
         let e = fs.read(fh, 0, 131072).await.unwrap_err();
         assert_eq!(e.errno(), libc::EIO);
@@ -280,5 +292,97 @@ mod faults {
         let a = fs.lookup(ROOT_INO, "f").await.unwrap();
         assert_eq!(a.size, 3);
         assert_eq!(fs.store.calls(Op::Head), 2);
+    }
+}
+
+mod writes {
+    use super::*;
+    use crate::store::faults::{FaultStore, Op};
+
+    fn rw_opts(cache: &std::path::Path) -> FsOptions {
+        FsOptions {
+            read_only: false,
+            cache_dir: cache.to_path_buf(),
+            write_buffer: 8,
+            ..opts()
+        }
+    }
+
+    #[tokio::test]
+    async fn create_write_flush_uploads_once() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(FaultStore::new(MemoryStore::default()));
+        let fs = S3Fs::new(store.clone(), "p/", rw_opts(cache.path()));
+        let (a, fh) = fs.create(ROOT_INO, "f").await.unwrap();
+        assert_eq!(a.size, 0);
+        fs.write(fh, 0, b"spills past eight bytes").await.unwrap();
+        fs.write(fh, 4, b"S").await.unwrap();
+        assert_eq!(
+            &fs.read(fh, 0, 100).await.unwrap()[..],
+            b"spilSs past eight bytes"
+        );
+        fs.flush(fh).await.unwrap();
+        fs.flush(fh).await.unwrap();
+        assert_eq!(
+            store.calls(Op::Put),
+            1,
+            "a second flush without changes uploads nothing"
+        );
+        fs.release(fh).await.unwrap();
+        let got = store.inner().get_range("p/f", 0, 100, None).await.unwrap();
+        assert_eq!(&got.to_bytes()[..], b"spilSs past eight bytes");
+        assert_eq!(
+            std::fs::read_dir(cache.path()).unwrap().count(),
+            0,
+            "spill file removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_upload_errors_and_keeps_bytes() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(FaultStore::new(MemoryStore::default()));
+        let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
+        let (_, fh) = fs.create(ROOT_INO, "keep.txt").await.unwrap();
+        fs.write(fh, 0, b"important").await.unwrap();
+        store.fail(Op::Put, 2, || StoreError::Service {
+            status: 500,
+            code: None,
+            message: None,
+        });
+        assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EIO);
+        assert_eq!(fs.release(fh).await.unwrap_err().errno(), libc::EIO);
+        let kept: Vec<_> = std::fs::read_dir(cache.path().join("recovered"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"important");
+    }
+
+    #[tokio::test]
+    async fn directories() {
+        let cache = tempfile::tempdir().unwrap();
+        let fs = S3Fs::new(Arc::new(MemoryStore::default()), "", rw_opts(cache.path()));
+        let d = fs.mkdir(ROOT_INO, "d").await.unwrap();
+        assert!(matches!(fs.mkdir(ROOT_INO, "d").await, Err(Error::Exists)));
+        let (_, fh) = fs.create(d.ino, "f").await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert!(matches!(
+            fs.rmdir(ROOT_INO, "d").await,
+            Err(Error::NotEmpty)
+        ));
+        fs.unlink(d.ino, "f").await.unwrap();
+        assert_eq!(fs.lookup(ROOT_INO, "d").await.unwrap().kind, Kind::Dir);
+        fs.rmdir(ROOT_INO, "d").await.unwrap();
+        assert!(matches!(
+            fs.lookup(ROOT_INO, "d").await,
+            Err(Error::NotFound)
+        ));
+        let ro = S3Fs::new(Arc::new(MemoryStore::default()), "", opts());
+        assert!(matches!(
+            ro.mkdir(ROOT_INO, "x").await,
+            Err(Error::ReadOnly)
+        ));
     }
 }

@@ -5,12 +5,13 @@
 //! requests run at once. Each task carries one tracing span (op, ino, fh). Errors become errno
 //! only through `fs::Error::errno`.
 
-use crate::fs::{Attr, DirEntry, Error, Kind, S3Fs};
+use crate::fs::{Attr, DirEntry, Error, Kind, OpenMode, S3Fs};
 use crate::store::ObjectStore;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -131,9 +132,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let core = self.core.clone();
-        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        let mode = OpenMode {
+            write: flags.0 & libc::O_ACCMODE != libc::O_RDONLY,
+            truncate: flags.0 & libc::O_TRUNC != 0,
+        };
         self.spawn(tracing::debug_span!("open", ino = ino.0), async move {
-            match core.open(ino.0, write).await {
+            match core.open(ino.0, mode).await {
                 Ok((fh, keep)) => {
                     let f = if keep {
                         FopenFlags::FOPEN_KEEP_CACHE
@@ -178,8 +182,202 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0);
-        reply.ok();
+        let core = self.core.clone();
+        self.spawn(tracing::debug_span!("release", fh = fh.0), async move {
+            match core.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let core = self.core.clone();
+        let data = data.to_vec();
+        let span = tracing::trace_span!("write", ino = ino.0, fh = fh.0, offset);
+        self.spawn(span, async move {
+            match core.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        self.spawn(
+            tracing::debug_span!("flush", ino = ino.0, fh = fh.0),
+            async move {
+                match core.flush(fh.0).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        self.spawn(
+            tracing::debug_span!("fsync", ino = ino.0, fh = fh.0),
+            async move {
+                match core.flush(fh.0).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        let name = name.to_owned();
+        self.spawn(
+            tracing::debug_span!("create", ino = parent.0, name = ?name),
+            async move {
+                let Some(name) = name.to_str() else {
+                    return reply.error(Errno::EINVAL);
+                };
+                match core.create(parent.0, name).await {
+                    Ok((a, fh)) => reply.created(
+                        &ttl,
+                        &file_attr(&a),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    ),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        self.spawn(tracing::debug_span!("setattr", ino = ino.0), async move {
+            // Mode, owner and times are not stored yet: they keep the mount's values.
+            let res = match size {
+                Some(size) => core.set_size(ino.0, size).await,
+                None => core.getattr(ino.0).await,
+            };
+            match res {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        let name = name.to_owned();
+        self.spawn(
+            tracing::debug_span!("mkdir", ino = parent.0, name = ?name),
+            async move {
+                let Some(name) = name.to_str() else {
+                    return reply.error(Errno::EINVAL);
+                };
+                match core.mkdir(parent.0, name).await {
+                    Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let name = name.to_owned();
+        self.spawn(
+            tracing::debug_span!("unlink", ino = parent.0, name = ?name),
+            async move {
+                let Some(name) = name.to_str() else {
+                    return reply.error(Errno::ENOENT);
+                };
+                match core.unlink(parent.0, name).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let name = name.to_owned();
+        self.spawn(
+            tracing::debug_span!("rmdir", ino = parent.0, name = ?name),
+            async move {
+                let Some(name) = name.to_str() else {
+                    return reply.error(Errno::ENOENT);
+                };
+                match core.rmdir(parent.0, name).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

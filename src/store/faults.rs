@@ -103,6 +103,18 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
         self.inner.put(key, body, opts).await
     }
 
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+        md5: [u8; 16],
+        opts: PutOptions,
+    ) -> StoreResult<Option<String>> {
+        self.enter(Op::Put)?;
+        self.inner.put_file(key, path, len, md5, opts).await
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.enter(Op::Delete)?;
         self.inner.delete(key).await

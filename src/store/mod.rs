@@ -133,6 +133,27 @@ pub trait ObjectStore: Send + Sync + 'static {
         opts: PutOptions,
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 
+    /// Stores the first `len` bytes of the file at `path` in one request, streamed from disk,
+    /// with `md5` sent as Content-MD5 so the server verifies what it received.
+    fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+        md5: [u8; 16],
+        opts: PutOptions,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send {
+        let _ = md5;
+        let read = std::fs::read(path).map(|mut v| {
+            v.truncate(len as usize);
+            Bytes::from(v)
+        });
+        async move {
+            let body = read.map_err(|e| StoreError::Other(format!("reading staged data: {e}")))?;
+            self.put(key, body, opts).await
+        }
+    }
+
     /// Deletes `key`; deleting an absent key is not an error (S3 semantics).
     fn delete(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }

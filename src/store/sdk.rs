@@ -294,6 +294,38 @@ impl ObjectStore for SdkStore {
         Ok(out.e_tag().map(str::to_string))
     }
 
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+        md5: [u8; 16],
+        opts: PutOptions,
+    ) -> StoreResult<Option<String>> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(aws_sdk_s3::primitives::Length::Exact(len))
+            .build()
+            .await
+            .map_err(|e| {
+                StoreError::Other(format!("reading staged data {}: {e}", path.display()))
+            })?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len as i64)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .set_content_type(opts.content_type)
+            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.client
             .delete_object()

@@ -4,3 +4,4 @@
 mod cli;
 mod common;
 mod fuse_read;
+mod fuse_write;

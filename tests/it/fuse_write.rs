@@ -1,0 +1,259 @@
+//! The write path over a real FUSE mount (`--read-write`): bytes written read back, on the
+//! mount and on the server (size, MD5); namespace changes; a failed upload fails `close` and
+//! keeps the bytes on local disk.
+
+use crate::common::*;
+use md5::Digest;
+use s3mount::store::ObjectStore;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+fn rw(a: &Area) -> Mount {
+    a.mount(&["--read-write", "--metadata-ttl", "0"])
+}
+
+/// Size and MD5 of the object as the server holds it.
+fn server_md5(a: &Area, key: &str) -> (u64, [u8; 16]) {
+    let full = format!("{}{key}", a.prefix);
+    let info = block_on(a.store.head(&full)).unwrap();
+    let data = block_on(a.store.get_range(&full, 0, info.size.max(1), None))
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (
+        info.size,
+        md5::Md5::digest(&data[..info.size as usize]).into(),
+    )
+}
+
+#[test]
+fn written_files_read_back_here_and_on_the_server() {
+    let a = Area::new("wr");
+    let m = rw(&a);
+    let big = if a.backend.external {
+        8 << 20
+    } else {
+        100 << 20
+    };
+    for (name, data) in [
+        ("small.txt", b"hello world\n".to_vec()),
+        ("empty", Vec::new()),
+        ("big.bin", pseudo_random(big, 3)),
+    ] {
+        std::fs::write(m.join(name), &data).unwrap();
+        assert_eq!(
+            std::fs::read(m.join(name)).unwrap(),
+            data,
+            "{name} on the mount"
+        );
+        let (size, md5) = server_md5(&a, name);
+        assert_eq!(size, data.len() as u64, "{name} size on the server");
+        assert_eq!(
+            md5,
+            <[u8; 16]>::from(md5::Md5::digest(&data)),
+            "{name} MD5 on the server"
+        );
+    }
+    drop(m);
+    // A new mount reads what the first wrote.
+    let m = a.mount(&[]);
+    assert_eq!(
+        std::fs::read(m.join("small.txt")).unwrap(),
+        b"hello world\n"
+    );
+    assert_eq!(std::fs::metadata(m.join("empty")).unwrap().len(), 0);
+}
+
+#[test]
+fn random_offset_writes_match_a_local_file() {
+    let a = Area::new("wrand");
+    let m = a.mount(&[
+        "--read-write",
+        "--metadata-ttl",
+        "0",
+        "--write-buffer",
+        "1M",
+    ]);
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = local_dir.path().join("f");
+    let mut files = [
+        std::fs::File::create(&local).unwrap(),
+        std::fs::File::create(m.join("f")).unwrap(),
+    ];
+    let mut x: u64 = 77;
+    for i in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let off = x % (4 << 20);
+        let len = 1 + (x >> 40) as usize % 70_000;
+        let data = vec![(i % 253) as u8; len];
+        for f in &mut files {
+            f.write_all_at(&data, off).unwrap();
+        }
+        if i == 150 {
+            for f in &mut files {
+                f.set_len(1 << 20).unwrap();
+            }
+        }
+    }
+    drop(files);
+    let want = std::fs::read(&local).unwrap();
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), want);
+    let (size, md5) = server_md5(&a, "f");
+    assert_eq!(size, want.len() as u64);
+    assert_eq!(md5, <[u8; 16]>::from(md5::Md5::digest(&want)));
+}
+
+#[test]
+fn append_truncate_and_overwrite() {
+    let a = Area::new("wapp");
+    a.put("existing.txt", "0123456789");
+    let m = rw(&a);
+    let p = m.join("existing.txt");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(b"abc").unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(&p).unwrap(), b"0123456789abc");
+    // Overwrite in the middle, keep the rest.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(b"XY", 3).unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(&p).unwrap(), b"012XY56789abc");
+    // Truncate down and up (a closed file).
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(4).unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(&p).unwrap(), b"012X");
+    std::process::Command::new("truncate")
+        .args(["-s", "6"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"012X\0\0");
+    // O_TRUNC replaces.
+    std::fs::write(&p, "new").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    assert_eq!(server_md5(&a, "existing.txt").0, 3);
+}
+
+#[test]
+fn readers_see_a_file_while_it_is_written() {
+    let a = Area::new("wconc");
+    let m = rw(&a);
+    let p = m.join("growing.log");
+    let mut w = std::fs::File::create(&p).unwrap();
+    w.write_all(b"first line\n").unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().len(),
+        11,
+        "size visible before close"
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), b"first line\n");
+    w.write_all(b"second\n").unwrap();
+    let mut r = std::fs::File::open(&p).unwrap();
+    r.seek(SeekFrom::Start(11)).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    drop(w);
+    assert_eq!(server_md5(&a, "growing.log").0, 18);
+}
+
+#[test]
+fn mkdir_rmdir_unlink() {
+    let a = Area::new("wdirs");
+    let m = rw(&a);
+    std::fs::create_dir(m.join("d")).unwrap();
+    let e = std::fs::create_dir(m.join("d")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    let full = format!("{}d/", a.prefix);
+    let marker = block_on(a.store.head(&full)).unwrap();
+    assert_eq!(
+        marker.content_type.as_deref(),
+        Some("application/x-directory")
+    );
+    std::fs::write(m.join("d/f"), "x").unwrap();
+    let e = std::fs::remove_dir(m.join("d")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    std::fs::remove_file(m.join("d/f")).unwrap();
+    assert!(m.join("d").is_dir(), "the directory outlives its last file");
+    assert!(names(&m.join("d")).is_empty());
+    std::fs::remove_dir(m.join("d")).unwrap();
+    assert!(!m.join("d").exists());
+    assert!(block_on(a.store.head(&full)).is_err(), "marker removed");
+    let e = std::fs::remove_file(m.join("nope")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
+
+#[test]
+fn failed_upload_fails_close_and_keeps_the_bytes() {
+    if backend().external {
+        return; // needs a server it can stop
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(bin())
+        .args([
+            "serve",
+            dir.path().to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+            "--bucket",
+            "fail",
+        ])
+        .env("S3MOUNT_SERVE_ACCESS_KEY", "k")
+        .env("S3MOUNT_SERVE_SECRET_KEY", "s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ep = line.trim().strip_prefix("endpoint: ").unwrap().to_string();
+    let be = Backend {
+        endpoint: ep,
+        access: "k".into(),
+        secret: "s".into(),
+        bucket: "fail".into(),
+        external: false,
+    };
+    let m = Mount::new(
+        &be,
+        "fail",
+        &[
+            "--read-write",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+    );
+    let mut f = std::fs::File::create(m.join("precious.txt")).unwrap();
+    f.write_all(b"do not lose me").unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // close() reports the failed upload.
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: closing the fd we own, once.
+    let rc = unsafe { libc::close(fd) };
+    assert_eq!(rc, -1, "close must fail when the upload fails");
+    // The bytes are kept under <cache-dir>/recovered once the handle is released.
+    let recovered = cache.path().join("recovered");
+    let start = std::time::Instant::now();
+    loop {
+        let found: Vec<_> = std::fs::read_dir(&recovered)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if let Some(p) = found.first() {
+            assert!(p.to_string_lossy().ends_with("precious.txt"));
+            assert_eq!(std::fs::read(p).unwrap(), b"do not lose me");
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no recovered file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
