@@ -27,6 +27,10 @@ pub enum Error {
     Exists,
     #[error("directory not empty")]
     NotEmpty,
+    #[error("invalid argument")]
+    InvalidArgument,
+    #[error("too large to move on the server; copy instead")]
+    CrossDevice,
     #[error("store: {0}")]
     Store(StoreError),
 }
@@ -57,6 +61,8 @@ impl Error {
             Error::NotSupported => libc::ENOTSUP,
             Error::Exists => libc::EEXIST,
             Error::NotEmpty => libc::ENOTEMPTY,
+            Error::InvalidArgument => libc::EINVAL,
+            Error::CrossDevice => libc::EXDEV,
             Error::Store(e) => match e {
                 StoreError::AccessDenied { .. } => libc::EACCES,
                 StoreError::NotImplemented(_) => libc::ENOTSUP,

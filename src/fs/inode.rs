@@ -34,19 +34,28 @@ pub struct Stat {
     pub validated: Option<Instant>,
 }
 
+/// Where an inode sits in the tree; changed by rename.
+#[derive(Debug, Clone)]
+pub struct Loc {
+    pub parent: u64,
+    pub name: String,
+}
+
 #[derive(Debug)]
 pub struct Inode {
     pub ino: u64,
-    pub parent: u64,
-    pub name: String,
-    /// The object key for a file, the key prefix (ending with `/`, or empty for the root) for a
-    /// directory.
-    pub key: String,
     pub kind: Kind,
     pub stat: Mutex<Stat>,
+    loc: Mutex<Loc>,
 }
 
 impl Inode {
+    pub fn parent(&self) -> u64 {
+        self.loc.lock().unwrap().parent
+    }
+    pub fn name(&self) -> String {
+        self.loc.lock().unwrap().name.clone()
+    }
     pub fn stat(&self) -> Stat {
         self.stat.lock().unwrap().clone()
     }
@@ -65,6 +74,8 @@ struct Maps {
     by_ino: HashMap<u64, Entry>,
     by_name: HashMap<(u64, String), u64>,
     next_ino: u64,
+    /// Key prefix of the root (the mounted prefix).
+    root_key: String,
 }
 
 pub struct InodeTable {
@@ -75,9 +86,10 @@ impl InodeTable {
     pub fn new(root_key: &str, root_mtime: SystemTime) -> Self {
         let root = Arc::new(Inode {
             ino: ROOT_INO,
-            parent: ROOT_INO,
-            name: String::new(),
-            key: root_key.to_string(),
+            loc: Mutex::new(Loc {
+                parent: ROOT_INO,
+                name: String::new(),
+            }),
             kind: Kind::Dir,
             stat: Mutex::new(Stat {
                 size: 0,
@@ -100,6 +112,7 @@ impl InodeTable {
                 by_ino,
                 by_name: HashMap::new(),
                 next_ino: ROOT_INO + 1,
+                root_key: root_key.to_string(),
             }),
         }
     }
@@ -147,15 +160,12 @@ impl InodeTable {
         }
         let ino = m.next_ino;
         m.next_ino += 1;
-        let key = match kind {
-            Kind::File => format!("{}{}", parent.key, name),
-            Kind::Dir => format!("{}{}/", parent.key, name),
-        };
         let inode = Arc::new(Inode {
             ino,
-            parent: parent.ino,
-            name: name.to_string(),
-            key,
+            loc: Mutex::new(Loc {
+                parent: parent.ino,
+                name: name.to_string(),
+            }),
             kind,
             stat: Mutex::new(stat),
         });
@@ -218,10 +228,53 @@ impl InodeTable {
         }
         let inode = e.inode.clone();
         m.by_ino.remove(&ino);
-        let name_key = (inode.parent, inode.name.clone());
+        let name_key = (inode.parent(), inode.name());
         if m.by_name.get(&name_key) == Some(&ino) {
             m.by_name.remove(&name_key);
         }
+    }
+
+    /// The object key of a file, or the key prefix (ending with `/`, empty for an unprefixed
+    /// root) of a directory, derived from the names up to the root, so a renamed directory's
+    /// descendants follow it.
+    pub fn key(&self, inode: &Inode) -> String {
+        let m = self.maps.lock().unwrap();
+        let mut parts = Vec::new();
+        let mut cur = inode.loc.lock().unwrap().clone();
+        let mut ino = inode.ino;
+        while ino != ROOT_INO {
+            parts.push(cur.name.clone());
+            ino = cur.parent;
+            match m.by_ino.get(&ino) {
+                Some(e) if ino != ROOT_INO => cur = e.inode.loc.lock().unwrap().clone(),
+                _ => break,
+            }
+        }
+        let mut key = m.root_key.clone();
+        for p in parts.iter().rev() {
+            key.push_str(p);
+            key.push('/');
+        }
+        if inode.kind == Kind::File {
+            key.pop();
+        }
+        key
+    }
+
+    /// Moves `ino` to `name` in `parent`; whatever held that name is detached.
+    pub fn rename(&self, ino: u64, parent: u64, name: &str) {
+        let mut m = self.maps.lock().unwrap();
+        let Some(e) = m.by_ino.get(&ino) else { return };
+        let inode = e.inode.clone();
+        let old = inode.loc.lock().unwrap().clone();
+        if m.by_name.get(&(old.parent, old.name.clone())) == Some(&ino) {
+            m.by_name.remove(&(old.parent, old.name));
+        }
+        *inode.loc.lock().unwrap() = Loc {
+            parent,
+            name: name.to_string(),
+        };
+        m.by_name.insert((parent, name.to_string()), ino);
     }
 
     /// Inodes currently in the table (root included).
@@ -268,14 +321,30 @@ mod tests {
     }
 
     #[test]
+    fn rename_moves_descendant_keys() {
+        let t = InodeTable::new("", SystemTime::UNIX_EPOCH);
+        let root = t.get(ROOT_INO).unwrap();
+        let a = t.upsert(&root, "a", Kind::Dir, stat(), true);
+        let f = t.upsert(&a, "f", Kind::File, stat(), true);
+        let b = t.upsert(&root, "b", Kind::Dir, stat(), true);
+        assert_eq!(t.key(&f), "a/f");
+        t.rename(a.ino, b.ino, "moved");
+        assert_eq!(t.key(&a), "b/moved/");
+        assert_eq!(t.key(&f), "b/moved/f");
+        assert!(t.child(ROOT_INO, "a").is_none());
+        assert_eq!(t.child(b.ino, "moved").unwrap().ino, a.ino);
+        assert_eq!(t.key(&root), "");
+    }
+
+    #[test]
     fn kind_change_gets_a_new_inode() {
         let t = InodeTable::new("p/", SystemTime::UNIX_EPOCH);
         let root = t.get(ROOT_INO).unwrap();
         let f = t.upsert(&root, "x", Kind::File, stat(), true);
-        assert_eq!(f.key, "p/x");
+        assert_eq!(t.key(&f), "p/x");
         let d = t.upsert(&root, "x", Kind::Dir, stat(), true);
         assert_ne!(f.ino, d.ino);
-        assert_eq!(d.key, "p/x/");
+        assert_eq!(t.key(&d), "p/x/");
         assert_eq!(t.child(ROOT_INO, "x").unwrap().ino, d.ino);
         t.forget(f.ino, 1);
         assert_eq!(

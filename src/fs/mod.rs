@@ -206,7 +206,7 @@ impl<S: ObjectStore> S3Fs<S> {
         if self.negative.contains(parent, name) {
             return Err(Error::NotFound);
         }
-        let key = format!("{}{}", p.key, name);
+        let key = format!("{}{}", self.inodes.key(&p), name);
         let dir_prefix = format!("{key}/");
         let (head, list) = tokio::join!(
             self.store.head(&key),
@@ -249,14 +249,14 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// HEADs a file inode again and records what the server says.
     async fn revalidate(&self, inode: &Inode) -> Result<Stat> {
-        match self.store.head(&inode.key).await {
+        match self.store.head(&self.inodes.key(inode)).await {
             Ok(info) => {
                 let stat = self.file_stat(&info);
                 inode.set_stat(stat.clone());
                 Ok(stat)
             }
             Err(StoreError::NotFound) => {
-                self.inodes.detach(inode.parent, &inode.name);
+                self.inodes.detach(inode.parent(), &inode.name());
                 Err(Error::NotFound)
             }
             Err(e) => Err(e.into()),
@@ -286,7 +286,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let keep_cache = before.etag.is_some() && before.etag == stat.etag;
         let reader = Reader::new(
             self.store.clone(),
-            &inode.key,
+            &self.inodes.key(&inode),
             stat.etag.as_deref(),
             stat.size,
             self.prefetch_budget.clone(),
@@ -354,7 +354,10 @@ impl<S: ObjectStore> S3Fs<S> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().unwrap().insert(
             fh,
-            Arc::new(tokio::sync::Mutex::new(DirHandle::new(ino, &inode.key))),
+            Arc::new(tokio::sync::Mutex::new(DirHandle::new(
+                ino,
+                &self.inodes.key(&inode),
+            ))),
         );
         Ok(fh)
     }
@@ -383,7 +386,7 @@ impl<S: ObjectStore> S3Fs<S> {
             .ok_or(Error::BadHandle)?;
         let mut h = h.lock().await;
         if offset == 0 {
-            h.restart(&dir.key);
+            h.restart(&self.inodes.key(&dir));
         }
         let mut i = offset as usize;
         loop {
@@ -392,7 +395,7 @@ impl<S: ObjectStore> S3Fs<S> {
                     let (name, target) = if i == 0 {
                         (".", dir.clone())
                     } else {
-                        ("..", self.inodes.get(dir.parent).unwrap_or(dir.clone()))
+                        ("..", self.inodes.get(dir.parent()).unwrap_or(dir.clone()))
                     };
                     let attr = self.attr(&target, &target.stat());
                     DirEntry {
@@ -450,7 +453,8 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     async fn next_page(&self, h: &mut DirHandle) -> Result<()> {
-        let prefix = self.dir_inode(h.ino)?.key.clone();
+        let dir = self.dir_inode(h.ino)?;
+        let prefix = self.inodes.key(&dir);
         let page = match h.pending.take() {
             Some(p) => p
                 .await

@@ -346,6 +346,33 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         );
     }
 
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        let span = tracing::debug_span!("rename", ino = parent.0, name = ?name, to = ?newname);
+        self.spawn(span, async move {
+            let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
+                return reply.error(Errno::EINVAL);
+            };
+            match core
+                .rename(parent.0, name, newparent.0, newname, flags.bits())
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let core = self.core.clone();
         let name = name.to_owned();

@@ -288,6 +288,53 @@ impl S3 for Backend {
         }))
     }
 
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        let CopySource::Bucket { bucket, key, .. } = &i.copy_source else {
+            return Err(s3_error!(NotImplemented, "only bucket copy sources"));
+        };
+        let (src_b, src) = self.object(bucket, key)?;
+        let dst_b = self.bucket(&i.bucket)?;
+        // Data files never change once written, so the copy can share them by hard link.
+        let data = dst_b.new_data_name();
+        let dest = dst_b.data_dir().join(&data);
+        if std::fs::hard_link(src_b.data_path(&src), &dest).is_err() {
+            std::fs::copy(src_b.data_path(&src), &dest).map_err(io_err)?;
+        }
+        let replace =
+            i.metadata_directive.as_ref().map(|d| d.as_str()) == Some(MetadataDirective::REPLACE);
+        let meta = Meta {
+            key: i.key,
+            size: src.size,
+            etag: src.etag.clone(),
+            modified_ns: now_ns(),
+            content_type: if replace {
+                i.content_type
+            } else {
+                src.content_type.clone()
+            },
+            metadata: if replace {
+                i.metadata.unwrap_or_default()
+            } else {
+                src.metadata.clone()
+            },
+            data,
+        };
+        let modified = meta.modified();
+        dst_b.commit(meta).map_err(io_err)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(src.etag)),
+                last_modified: Some(Timestamp::from(modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,

@@ -17,6 +17,7 @@ pub enum Op {
     Get,
     List,
     Put,
+    Copy,
     Delete,
 }
 
@@ -113,6 +114,16 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
     ) -> StoreResult<Option<String>> {
         self.enter(Op::Put)?;
         self.inner.put_file(key, path, len, md5, opts).await
+    }
+
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<PutOptions>,
+    ) -> StoreResult<Option<String>> {
+        self.enter(Op::Copy)?;
+        self.inner.copy(src, dst, replace).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {

@@ -206,6 +206,23 @@ impl ObjectStore for MemoryStore {
         Ok(Some(etag))
     }
 
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<PutOptions>,
+    ) -> StoreResult<Option<String>> {
+        let mut map = self.objects.lock().unwrap();
+        let mut s = map.get(src).cloned().ok_or(StoreError::NotFound)?;
+        if let Some(opts) = replace {
+            s.opts = opts;
+        }
+        s.modified = SystemTime::now();
+        let etag = s.etag.clone();
+        map.insert(dst.to_string(), s);
+        Ok(Some(etag))
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.objects.lock().unwrap().remove(key);
         Ok(())

@@ -154,6 +154,15 @@ pub trait ObjectStore: Send + Sync + 'static {
         }
     }
 
+    /// Server-side copy of `src` to `dst` (CopyObject). With `replace`, the copy carries these
+    /// headers instead of the source's (`x-amz-metadata-directive: REPLACE`).
+    fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<PutOptions>,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
     /// Deletes `key`; deleting an absent key is not an error (S3 semantics).
     fn delete(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send;
 }

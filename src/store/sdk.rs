@@ -138,6 +138,19 @@ impl SdkStore {
     }
 }
 
+/// Percent-encodes a key for `x-amz-copy-source` (everything but unreserved bytes and `/`).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Picks the root cause out of the SDK's long error chain.
 fn short_reason(full: &str) -> String {
     const KNOWN: [(&str, &str); 6] = [
@@ -324,6 +337,31 @@ impl ObjectStore for SdkStore {
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(out.e_tag().map(str::to_string))
+    }
+
+    async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<PutOptions>,
+    ) -> StoreResult<Option<String>> {
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .copy_source(format!("{}/{}", self.bucket, encode_key(src)));
+        if let Some(opts) = replace {
+            req = req
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .set_content_type(opts.content_type)
+                .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata));
+        }
+        let out = req.send().await.map_err(|e| self.map_err(e))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string))
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {

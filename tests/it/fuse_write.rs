@@ -257,3 +257,81 @@ fn failed_upload_fails_close_and_keeps_the_bytes() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+fn renameat2(from: &std::path::Path, to: &std::path::Path, flags: u32) -> std::io::Result<()> {
+    let a = std::ffi::CString::new(from.as_os_str().as_encoded_bytes()).unwrap();
+    let b = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings; AT_FDCWD with absolute paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn rename_files_and_directories() {
+    let a = Area::new("wren");
+    a.put("tree/a.txt", "A");
+    a.put("tree/sub/b.txt", "B");
+    a.put("x.txt", "X");
+    a.put("y.txt", "Y");
+    let m = rw(&a);
+    // A file, to a new name and over an existing file.
+    std::fs::rename(m.join("x.txt"), m.join("x2.txt")).unwrap();
+    assert!(!m.join("x.txt").exists());
+    assert_eq!(std::fs::read_to_string(m.join("x2.txt")).unwrap(), "X");
+    std::fs::rename(m.join("x2.txt"), m.join("y.txt")).unwrap();
+    assert_eq!(std::fs::read_to_string(m.join("y.txt")).unwrap(), "X");
+    // RENAME_NOREPLACE and RENAME_EXCHANGE.
+    std::fs::write(m.join("z.txt"), "Z").unwrap();
+    let e = renameat2(&m.join("z.txt"), &m.join("y.txt"), libc::RENAME_NOREPLACE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    let e = renameat2(&m.join("z.txt"), &m.join("y.txt"), libc::RENAME_EXCHANGE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    // A directory with nested content, into another directory.
+    std::fs::create_dir(m.join("dest")).unwrap();
+    std::fs::rename(m.join("tree"), m.join("dest/moved")).unwrap();
+    assert!(!m.join("tree").exists());
+    assert_eq!(
+        std::fs::read_to_string(m.join("dest/moved/a.txt")).unwrap(),
+        "A"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.join("dest/moved/sub/b.txt")).unwrap(),
+        "B"
+    );
+    let e = std::fs::rename(m.join("dest"), m.join("dest/moved/inside")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    // On the server: old keys gone, new keys there.
+    let keys: Vec<String> = block_on(s3mount::store::list_all(&a.store, &a.prefix))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key[a.prefix.len()..].to_string())
+        .collect();
+    assert!(
+        keys.contains(&"dest/moved/sub/b.txt".to_string()),
+        "{keys:?}"
+    );
+    assert!(!keys.iter().any(|k| k.starts_with("tree/")), "{keys:?}");
+    // A file renamed while open for writing lands under its new name.
+    let mut f = std::fs::File::create(m.join("open.txt")).unwrap();
+    f.write_all(b"before").unwrap();
+    std::fs::rename(m.join("open.txt"), m.join("renamed.txt")).unwrap();
+    f.write_all(b" after").unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::read_to_string(m.join("renamed.txt")).unwrap(),
+        "before after"
+    );
+    assert_eq!(server_md5(&a, "renamed.txt").0, 12);
+}

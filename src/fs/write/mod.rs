@@ -14,7 +14,10 @@
 //! `rmdir` refuses (ENOTEMPTY) while anything but the marker is under the prefix; removing the
 //! last entry of a directory writes its marker, so the directory does not vanish with it.
 
+mod rename;
 pub mod staging;
+
+pub use rename::{DIR_RENAME_MAX_BYTES, DIR_RENAME_MAX_OBJECTS};
 
 use super::inode::{Inode, Kind, Stat};
 use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs};
@@ -50,7 +53,7 @@ impl<S: ObjectStore> S3Fs<S> {
         self.writers.lock().unwrap().get(&ino).cloned()
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(super) fn check_writable(&self) -> Result<()> {
         if self.opts.read_only {
             Err(Error::ReadOnly)
         } else {
@@ -68,14 +71,14 @@ impl<S: ObjectStore> S3Fs<S> {
                 let end = (off + LOAD_STEP).min(stat.size);
                 let c = self
                     .store
-                    .get_range(&inode.key, off, end, stat.etag.as_deref())
+                    .get_range(&self.inodes.key(inode), off, end, stat.etag.as_deref())
                     .await?;
                 staging.write_at(off, &c.to_bytes()).map_err(io_err)?;
                 off = end;
             }
         }
         Ok(WriteState {
-            key: inode.key.clone(),
+            key: self.inodes.key(inode),
             staging,
             dirty: truncate,
             handles: 0,
@@ -165,7 +168,7 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Uploads the whole file as one PutObject if it changed.
-    async fn upload(&self, inode: &Inode, w: &mut WriteState) -> Result<()> {
+    pub(super) async fn upload(&self, inode: &Inode, w: &mut WriteState) -> Result<()> {
         if !w.dirty {
             return Ok(());
         }
@@ -191,7 +194,7 @@ impl<S: ObjectStore> S3Fs<S> {
             etag,
             validated: Some(Instant::now()),
         });
-        self.negative.remove(inode.parent, &inode.name);
+        self.negative.remove(inode.parent(), &inode.name());
         Ok(())
     }
 
@@ -278,17 +281,18 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Writes `dir/` if `dir` has nothing else under it, so it outlives its last entry.
-    async fn keep_dir(&self, dir: &Inode) -> Result<()> {
+    pub(super) async fn keep_dir(&self, dir: &Inode) -> Result<()> {
         if dir.ino == super::ROOT_INO {
             return Ok(());
         }
-        let page = self.store.list(&dir.key, Some("/"), None, 1).await?;
+        let key = self.inodes.key(dir);
+        let page = self.store.list(&key, Some("/"), None, 1).await?;
         if page.objects.is_empty() && page.prefixes.is_empty() {
             let opts = PutOptions {
                 content_type: Some(DIR_CONTENT_TYPE.into()),
                 ..Default::default()
             };
-            self.store.put(&dir.key, Bytes::new(), opts).await?;
+            self.store.put(&key, Bytes::new(), opts).await?;
         }
         Ok(())
     }
@@ -300,7 +304,7 @@ impl<S: ObjectStore> S3Fs<S> {
         if child.kind == Kind::Dir {
             return Err(Error::IsDir);
         }
-        self.store.delete(&child.key).await?;
+        self.store.delete(&self.inodes.key(&child)).await?;
         self.inodes.detach(parent, name);
         self.negative.insert(parent, name);
         self.keep_dir(&p).await
@@ -317,7 +321,7 @@ impl<S: ObjectStore> S3Fs<S> {
             Err(Error::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let key = format!("{}{}/", p.key, name);
+        let key = format!("{}{}/", self.inodes.key(&p), name);
         let opts = PutOptions {
             content_type: Some(DIR_CONTENT_TYPE.into()),
             ..Default::default()
@@ -336,19 +340,20 @@ impl<S: ObjectStore> S3Fs<S> {
         if d.kind != Kind::Dir {
             return Err(Error::NotDir);
         }
-        let page = self.store.list(&d.key, Some("/"), None, 2).await?;
-        let others = page.prefixes.len() + page.objects.iter().filter(|o| o.key != d.key).count();
+        let dkey = self.inodes.key(&d);
+        let page = self.store.list(&dkey, Some("/"), None, 2).await?;
+        let others = page.prefixes.len() + page.objects.iter().filter(|o| o.key != dkey).count();
         if others > 0 {
             return Err(Error::NotEmpty);
         }
-        self.store.delete(&d.key).await?;
+        self.store.delete(&dkey).await?;
         self.inodes.detach(parent, name);
         self.negative.insert(parent, name);
         self.keep_dir(&p).await
     }
 
     /// The inode of `name` in `parent`, without taking a kernel reference.
-    async fn lookup_inode(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
+    pub(super) async fn lookup_inode(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
         let a = self.lookup(parent, name).await?;
         let inode = self.inodes.get(a.ino).ok_or(Error::NotFound);
         self.inodes.forget(a.ino, 1);

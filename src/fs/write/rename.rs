@@ -1,0 +1,154 @@
+//! rename(2) on S3: CopyObject then DeleteObject, per object.
+//!
+//! A file is one copy and one delete (an open writer uploads first and then follows the new
+//! name). A directory is a copy and a delete of every object under its prefix: not atomic (a
+//! crash midway leaves both names, each with part of the objects; nothing is lost) and bounded:
+//! past [`DIR_RENAME_MAX_OBJECTS`] objects or [`DIR_RENAME_MAX_BYTES`] bytes it answers EXDEV,
+//! which makes `mv` fall back to copying file by file itself.
+//!
+//! Flags: `RENAME_NOREPLACE` gives EEXIST when the target exists; `RENAME_EXCHANGE` is not
+//! supported (EINVAL): two objects cannot be swapped atomically on S3.
+
+use super::super::inode::Kind;
+use super::super::{Error, Result, S3Fs};
+use crate::store::ObjectStore;
+use futures::StreamExt;
+
+/// Most objects a directory rename copies before answering EXDEV.
+pub const DIR_RENAME_MAX_OBJECTS: usize = 10_000;
+/// Most bytes a directory rename copies before answering EXDEV.
+pub const DIR_RENAME_MAX_BYTES: u64 = 50 << 30;
+/// Copies (then deletes) in flight during a directory rename.
+const RENAME_PARALLEL: usize = 16;
+
+impl<S: ObjectStore> S3Fs<S> {
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if !super::super::readdir::valid_name(newname) {
+            return Err(Error::InvalidName);
+        }
+        let p = self.dir_inode(parent)?;
+        let np = self.dir_inode(newparent)?;
+        let src = self.lookup_inode(parent, name).await?;
+        let dst = match self.lookup_inode(newparent, newname).await {
+            Ok(d) => Some(d),
+            Err(Error::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = &dst {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(Error::Exists);
+            }
+            if d.ino == src.ino {
+                return Ok(());
+            }
+        }
+        let src_key = self.inodes.key(&src);
+        let new_parent_key = self.inodes.key(&np);
+        match src.kind {
+            Kind::File => {
+                if dst.as_ref().is_some_and(|d| d.kind == Kind::Dir) {
+                    return Err(Error::IsDir);
+                }
+                let new_key = format!("{new_parent_key}{newname}");
+                if let Some(w) = self.writer(src.ino) {
+                    let mut g = w.lock().await;
+                    self.upload(&src, &mut g).await?;
+                    g.key = new_key.clone();
+                }
+                self.store.copy(&src_key, &new_key, None).await?;
+                self.store.delete(&src_key).await?;
+            }
+            Kind::Dir => {
+                let new_prefix = format!("{new_parent_key}{newname}/");
+                if new_prefix.starts_with(&src_key) {
+                    return Err(Error::InvalidArgument); // into its own subtree
+                }
+                if let Some(d) = &dst {
+                    if d.kind != Kind::Dir {
+                        return Err(Error::NotDir);
+                    }
+                    let dkey = self.inodes.key(d);
+                    let page = self.store.list(&dkey, None, None, 2).await?;
+                    if page.objects.iter().any(|o| o.key != dkey) {
+                        return Err(Error::NotEmpty);
+                    }
+                }
+                self.rename_prefix(&src_key, &new_prefix).await?;
+            }
+        }
+        self.inodes.rename(src.ino, newparent, newname);
+        self.negative.remove(newparent, newname);
+        self.negative.insert(parent, name);
+        self.keep_dir(&p).await
+    }
+
+    /// Copies every object under `from` to `to` (same suffix), then deletes the originals.
+    async fn rename_prefix(&self, from: &str, to: &str) -> Result<()> {
+        let mut keys = Vec::new();
+        let mut bytes = 0u64;
+        let mut start: Option<String> = None;
+        loop {
+            let page = self.store.list(from, None, start.as_deref(), 1000).await?;
+            for o in page.objects {
+                bytes += o.size;
+                keys.push(o.key);
+            }
+            if keys.len() > DIR_RENAME_MAX_OBJECTS || bytes > DIR_RENAME_MAX_BYTES {
+                tracing::warn!(
+                    from,
+                    objects = keys.len(),
+                    bytes,
+                    "directory too large to rename on S3; answering EXDEV so the caller copies"
+                );
+                return Err(Error::CrossDevice);
+            }
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        let (store, to_owned, cut) = (self.store.clone(), to.to_string(), from.len());
+        let copies: Vec<_> = futures::stream::iter(keys.clone().into_iter().map(move |src| {
+            let store = store.clone();
+            let dst = format!("{to_owned}{}", &src[cut..]);
+            async move { store.copy(&src, &dst, None).await }
+        }))
+        .buffer_unordered(RENAME_PARALLEL)
+        .collect()
+        .await;
+        for c in copies {
+            c?;
+        }
+        if !keys.iter().any(|k| k == from) {
+            // An implicit directory: make sure the new one exists even if it is empty.
+            let opts = crate::store::PutOptions {
+                content_type: Some(super::super::DIR_CONTENT_TYPE.into()),
+                ..Default::default()
+            };
+            self.store.put(to, bytes::Bytes::new(), opts).await?;
+        }
+        let store = self.store.clone();
+        let deletes: Vec<_> = futures::stream::iter(keys.into_iter().map(move |k| {
+            let store = store.clone();
+            async move { store.delete(&k).await }
+        }))
+        .buffer_unordered(RENAME_PARALLEL)
+        .collect()
+        .await;
+        for d in deletes {
+            d?;
+        }
+        Ok(())
+    }
+}
