@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v fusermount3 >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null
+if ! command -v fusermount3 >/dev/null || ! command -v s3fs >/dev/null; then
+  # fuse3 for the mounts; s3fs-fuse to check that it reads what s3mount writes.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 s3fs >/dev/null
 fi
 if ! command -v moto_server >/dev/null; then
   python3 -m pip install -q 'moto[server]'

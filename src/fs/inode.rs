@@ -22,6 +22,8 @@ pub const ROOT_INO: u64 = 1;
 pub enum Kind {
     File,
     Dir,
+    /// An s3fs-style symlink: the body is the target, `mode` has `S_IFLNK`.
+    Symlink,
 }
 
 /// What S3 told us about an inode, and when.
@@ -32,6 +34,8 @@ pub struct Stat {
     pub etag: Option<String>,
     /// When this was last confirmed by the server; `None`: never (must be fetched).
     pub validated: Option<Instant>,
+    /// POSIX attributes stored in the object's headers (known after a HEAD, or set here).
+    pub meta: super::meta::PosixMeta,
 }
 
 /// Where an inode sits in the tree; changed by rename.
@@ -96,6 +100,7 @@ impl InodeTable {
                 mtime: root_mtime,
                 etag: None,
                 validated: Some(Instant::now()),
+                meta: Default::default(),
             }),
         });
         let mut by_ino = HashMap::new();
@@ -255,7 +260,7 @@ impl InodeTable {
             key.push_str(p);
             key.push('/');
         }
-        if inode.kind == Kind::File {
+        if inode.kind != Kind::Dir {
             key.pop();
         }
         key
@@ -297,6 +302,7 @@ mod tests {
             mtime: SystemTime::UNIX_EPOCH,
             etag: None,
             validated: None,
+            meta: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod write;
 
 pub use error::{Error, Result};
 pub use inode::{Kind, ROOT_INO};
+pub use write::SetAttr;
 
 use crate::cache::{NegativeCache, PageCache};
 use crate::config::FsOptions;
@@ -141,13 +142,16 @@ impl<S: ObjectStore> S3Fs<S> {
             ino: inode.ino,
             kind: inode.kind,
             size: stat.size,
-            mtime: stat.mtime,
+            mtime: stat.meta.mtime.unwrap_or(stat.mtime),
             perm: match inode.kind {
-                Kind::File => self.opts.file_mode,
-                Kind::Dir => self.opts.dir_mode,
+                Kind::Symlink => 0o777,
+                _ => stat.meta.perm().unwrap_or(match inode.kind {
+                    Kind::Dir => self.opts.dir_mode,
+                    _ => self.opts.file_mode,
+                }),
             },
-            uid: self.opts.uid,
-            gid: self.opts.gid,
+            uid: stat.meta.uid.unwrap_or(self.opts.uid),
+            gid: stat.meta.gid.unwrap_or(self.opts.gid),
         }
     }
 
@@ -170,6 +174,7 @@ impl<S: ObjectStore> S3Fs<S> {
             mtime: info.last_modified.unwrap_or(self.mount_time),
             etag: info.etag.clone(),
             validated: Some(Instant::now()),
+            meta: meta::PosixMeta::parse(&info.metadata),
         }
     }
 
@@ -179,6 +184,7 @@ impl<S: ObjectStore> S3Fs<S> {
             mtime: self.mount_time,
             etag: None,
             validated: Some(Instant::now()),
+            meta: Default::default(),
         }
     }
 
@@ -214,13 +220,28 @@ impl<S: ObjectStore> S3Fs<S> {
         );
         let list = list?;
         let (kind, stat) = if !list.objects.is_empty() || !list.prefixes.is_empty() {
-            (Kind::Dir, self.dir_stat())
+            let mut stat = self.dir_stat();
+            // The directory's own marker sorts first: its headers hold the stored attributes.
+            if list.objects.first().is_some_and(|o| o.key == dir_prefix)
+                && let Ok(info) = self.store.head(&dir_prefix).await
+            {
+                stat.meta = meta::PosixMeta::parse(&info.metadata);
+            }
+            (Kind::Dir, stat)
         } else {
             match head {
                 Ok(info) if info.content_type.as_deref() == Some(DIR_CONTENT_TYPE) => {
                     (Kind::Dir, self.dir_stat())
                 }
-                Ok(info) => (Kind::File, self.file_stat(&info)),
+                Ok(info) => {
+                    let stat = self.file_stat(&info);
+                    let kind = if stat.meta.is_symlink() {
+                        Kind::Symlink
+                    } else {
+                        Kind::File
+                    };
+                    (kind, stat)
+                }
                 Err(StoreError::NotFound) => {
                     self.inodes.detach(parent, name);
                     self.negative.insert(parent, name);
@@ -412,21 +433,37 @@ impl<S: ObjectStore> S3Fs<S> {
                     let Some(l) = h.entries.get(i - 2).cloned() else {
                         return Ok(());
                     };
-                    let stat = match l.kind {
-                        Kind::Dir => self.dir_stat(),
-                        Kind::File => Stat {
-                            size: l.size,
-                            mtime: l.mtime.unwrap_or(self.mount_time),
-                            etag: l.etag.clone(),
-                            validated: Some(Instant::now()),
-                        },
-                    };
-                    let child = self
+                    // What a HEAD told us (stored mode, owner, mtime, symlink) stays while the
+                    // object is unchanged; LIST does not carry it.
+                    let known = self
                         .inodes
-                        .upsert(&dir, &l.name, l.kind, stat.clone(), false);
+                        .child(dir.ino, &l.name)
+                        .filter(|c| match l.kind {
+                            Kind::Dir => c.kind == Kind::Dir,
+                            _ => {
+                                c.kind != Kind::Dir
+                                    && c.stat().etag.is_some()
+                                    && c.stat().etag == l.etag
+                            }
+                        });
+                    let (kind, stat) = match (&known, l.kind) {
+                        (Some(c), _) => (c.kind, c.stat()),
+                        (None, Kind::File) => (
+                            Kind::File,
+                            Stat {
+                                size: l.size,
+                                mtime: l.mtime.unwrap_or(self.mount_time),
+                                etag: l.etag.clone(),
+                                validated: Some(Instant::now()),
+                                meta: Default::default(),
+                            },
+                        ),
+                        (None, k) => (k, self.dir_stat()),
+                    };
+                    let child = self.inodes.upsert(&dir, &l.name, kind, stat.clone(), false);
                     let e = DirEntry {
                         name: l.name.clone(),
-                        kind: l.kind,
+                        kind,
                         next_offset: i as u64 + 1,
                         attr: self.attr(&child, &stat),
                     };

@@ -5,7 +5,7 @@
 //! requests run at once. Each task carries one tracing span (op, ino, fh). Errors become errno
 //! only through `fs::Error::errno`.
 
-use crate::fs::{Attr, DirEntry, Error, Kind, OpenMode, S3Fs};
+use crate::fs::{Attr, DirEntry, Error, Kind, OpenMode, S3Fs, SetAttr};
 use crate::store::ObjectStore;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -59,7 +59,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         perm: a.perm,
         nlink: match a.kind {
             Kind::Dir => 2,
-            Kind::File => 1,
+            Kind::File | Kind::Symlink => 1,
         },
         uid: a.uid,
         gid: a.gid,
@@ -73,6 +73,7 @@ fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -291,12 +292,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
@@ -308,11 +309,24 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let core = self.core.clone();
         let ttl = self.ttl;
         self.spawn(tracing::debug_span!("setattr", ino = ino.0), async move {
-            // Mode, owner and times are not stored yet: they keep the mount's values.
-            let res = match size {
+            let ch = SetAttr {
+                mode,
+                uid,
+                gid,
+                mtime: mtime.map(|t| match t {
+                    TimeOrNow::SpecificTime(t) => t,
+                    TimeOrNow::Now => std::time::SystemTime::now(),
+                }),
+            };
+            let changes_meta =
+                ch.mode.is_some() || ch.uid.is_some() || ch.gid.is_some() || ch.mtime.is_some();
+            let mut res = match size {
                 Some(size) => core.set_size(ino.0, size).await,
                 None => core.getattr(ino.0).await,
             };
+            if res.is_ok() && changes_meta {
+                res = core.set_attrs(ino.0, ch).await;
+            }
             match res {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno(&e)),
@@ -371,6 +385,54 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 Err(e) => reply.error(errno(&e)),
             }
         });
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        self.spawn(
+            tracing::debug_span!("symlink", ino = parent.0, name = ?name),
+            async move {
+                let (Some(name), Some(target)) = (name.to_str(), target.to_str()) else {
+                    return reply.error(Errno::EINVAL);
+                };
+                match core.symlink(parent.0, name, target).await {
+                    Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            },
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let core = self.core.clone();
+        self.spawn(tracing::debug_span!("readlink", ino = ino.0), async move {
+            match core.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        tracing::warn!(ino = ino.0, name = ?newname,
+            "hard links cannot be stored on S3: refused with EPERM (use a copy or a symlink)");
+        reply.error(Errno::EPERM);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

@@ -335,3 +335,182 @@ fn rename_files_and_directories() {
     );
     assert_eq!(server_md5(&a, "renamed.txt").0, 12);
 }
+
+#[test]
+fn chmod_chown_utimens_and_symlinks_survive_a_remount() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let a = Area::new("wmeta");
+    let m = rw(&a);
+    std::fs::write(m.join("f"), "data").unwrap();
+    std::fs::set_permissions(m.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(m.join("f"), Some(1234), Some(5678)).unwrap();
+    let st = std::process::Command::new("touch")
+        .args(["-m", "-d", "2021-02-03T04:05:06.5Z"])
+        .arg(m.join("f"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::create_dir(m.join("d")).unwrap();
+    std::fs::set_permissions(m.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("f", m.join("link")).unwrap();
+    std::os::unix::fs::symlink("../elsewhere/x", m.join("d/rel")).unwrap();
+    let e = std::fs::hard_link(m.join("f"), m.join("hard")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+    drop(m);
+
+    let m = a.mount(&[]);
+    let md = std::fs::metadata(m.join("f")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o600);
+    assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    assert_eq!(md.mtime(), 1612325106);
+    assert_eq!(md.mtime_nsec(), 500_000_000);
+    assert_eq!(std::fs::read_to_string(m.join("f")).unwrap(), "data");
+    assert_eq!(
+        std::fs::metadata(m.join("d")).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::read_link(m.join("link")).unwrap().to_str(),
+        Some("f")
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.join("link")).unwrap(),
+        "data",
+        "follows the link"
+    );
+    assert_eq!(
+        std::fs::read_link(m.join("d/rel")).unwrap().to_str(),
+        Some("../elsewhere/x")
+    );
+    assert!(
+        std::fs::symlink_metadata(m.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // On the server, in s3fs's format.
+    let info = block_on(a.store.head(&format!("{}f", a.prefix))).unwrap();
+    assert_eq!(info.metadata.get("mode").map(String::as_str), Some("33152"));
+    assert_eq!(info.metadata.get("uid").map(String::as_str), Some("1234"));
+    assert_eq!(
+        info.metadata.get("mtime").map(String::as_str),
+        Some("1612325106.500000000")
+    );
+    let link = block_on(a.store.head(&format!("{}link", a.prefix))).unwrap();
+    assert_eq!(link.metadata.get("mode").map(String::as_str), Some("41471"));
+}
+
+#[test]
+fn s3fs_and_rclone_headers_read_right() {
+    use s3mount::store::PutOptions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let a = Area::new("interop");
+    let hdr = |pairs: &[(&str, &str)]| PutOptions {
+        content_type: None,
+        metadata: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    a.put_with(
+        "s3fs.txt",
+        "s",
+        hdr(&[
+            ("mtime", "1600000000"),
+            ("mode", "33261"),
+            ("uid", "7"),
+            ("gid", "8"),
+        ]),
+    );
+    a.put_with(
+        "rclone.txt",
+        "r",
+        hdr(&[("mtime", "1600000000.25"), ("mode", "100640")]),
+    );
+    a.put_with("s3fs-link", "s3fs.txt", hdr(&[("mode", "41471")]));
+    let m = a.mount(&[]);
+    let s = std::fs::metadata(m.join("s3fs.txt")).unwrap();
+    assert_eq!(
+        (s.permissions().mode() & 0o7777, s.uid(), s.gid(), s.mtime()),
+        (0o755, 7, 8, 1600000000)
+    );
+    let r = std::fs::metadata(m.join("rclone.txt")).unwrap();
+    assert_eq!(
+        (r.permissions().mode() & 0o7777, r.mtime(), r.mtime_nsec()),
+        (0o640, 1600000000, 250_000_000)
+    );
+    assert_eq!(
+        std::fs::read_link(m.join("s3fs-link")).unwrap().to_str(),
+        Some("s3fs.txt")
+    );
+}
+
+#[test]
+fn our_headers_read_right_in_s3fs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let b = backend();
+    let has_s3fs = std::process::Command::new("s3fs")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if b.external || !has_s3fs {
+        eprintln!("skipped: needs s3fs-fuse and the embedded server");
+        return;
+    }
+    let a = Area::new("tos3fs");
+    {
+        let m = rw(&a);
+        std::fs::write(m.join("f"), "ours").unwrap();
+        std::fs::set_permissions(m.join("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let st = std::process::Command::new("touch")
+            .args(["-m", "-d", "@1500000000"])
+            .arg(m.join("f"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let home = tempfile::tempdir().unwrap();
+    let pw = home.path().join("passwd");
+    std::fs::write(&pw, format!("{}:{}\n", b.access, b.secret)).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("s3fs")
+        .arg(format!("{}:/{}", b.bucket, a.prefix.trim_end_matches('/')))
+        .arg(mnt.path())
+        .arg("-o")
+        .arg(format!(
+            "url={},use_path_request_style,passwd_file={},ro",
+            b.endpoint,
+            pw.display()
+        ))
+        .output()
+        .unwrap();
+    struct Guard(std::path::PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            unmount(&self.0);
+        }
+    }
+    let _g = Guard(mnt.path().to_path_buf());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canon = std::fs::canonicalize(mnt.path()).unwrap();
+    let start = std::time::Instant::now();
+    while !s3mount::run::is_mountpoint(&canon) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "s3fs did not mount"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let md = std::fs::metadata(mnt.path().join("f")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(md.mtime(), 1500000000);
+    assert_eq!(
+        std::fs::read_to_string(mnt.path().join("f")).unwrap(),
+        "ours"
+    );
+}

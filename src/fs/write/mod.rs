@@ -14,9 +14,11 @@
 //! `rmdir` refuses (ENOTEMPTY) while anything but the marker is under the prefix; removing the
 //! last entry of a directory writes its marker, so the directory does not vanish with it.
 
+mod attrs;
 mod rename;
 pub mod staging;
 
+pub use attrs::SetAttr;
 pub use rename::{DIR_RENAME_MAX_BYTES, DIR_RENAME_MAX_OBJECTS};
 
 use super::inode::{Inode, Kind, Stat};
@@ -173,13 +175,15 @@ impl<S: ObjectStore> S3Fs<S> {
             return Ok(());
         }
         let len = w.staging.len();
+        let opts = PutOptions {
+            content_type: None,
+            metadata: self.upload_headers(inode),
+        };
         let etag = match w.staging.source() {
-            Source::Memory(b) => self.store.put(&w.key, b, PutOptions::default()).await?,
+            Source::Memory(b) => self.store.put(&w.key, b, opts).await?,
             Source::File(path, len) => {
                 let md5 = w.staging.md5().map_err(io_err)?;
-                self.store
-                    .put_file(&w.key, path, len, md5, PutOptions::default())
-                    .await?
+                self.store.put_file(&w.key, path, len, md5, opts).await?
             }
         };
         w.dirty = false;
@@ -193,6 +197,7 @@ impl<S: ObjectStore> S3Fs<S> {
             mtime: SystemTime::now(),
             etag,
             validated: Some(Instant::now()),
+            meta: inode.stat().meta,
         });
         self.negative.remove(inode.parent(), &inode.name());
         Ok(())
@@ -244,6 +249,7 @@ impl<S: ObjectStore> S3Fs<S> {
             mtime: SystemTime::now(),
             etag: None,
             validated: Some(Instant::now()),
+            meta: Default::default(),
         };
         let inode = self.inodes.upsert(&p, name, Kind::File, stat.clone(), true);
         self.negative.remove(parent, name);

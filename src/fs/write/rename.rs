@@ -56,7 +56,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let src_key = self.inodes.key(&src);
         let new_parent_key = self.inodes.key(&np);
         match src.kind {
-            Kind::File => {
+            Kind::File | Kind::Symlink => {
                 if dst.as_ref().is_some_and(|d| d.kind == Kind::Dir) {
                     return Err(Error::IsDir);
                 }

@@ -1,0 +1,154 @@
+//! Stored POSIX attributes (chmod, chown, utimens) and symlinks, in the on-S3 format of
+//! `fs/meta.rs`.
+//!
+//! A change to a file being written rides on its next upload. A change to a stored object is a
+//! CopyObject onto itself with `x-amz-metadata-directive: REPLACE`, keeping the object's other
+//! headers (content type, foreign user metadata). A directory's attributes live on its `dir/`
+//! marker, written if the directory was implicit. The root's cannot be stored (no object): they
+//! are accepted and not kept.
+
+use super::super::inode::{Inode, Kind};
+use super::super::meta::{self, PosixMeta};
+use super::super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs};
+use crate::store::{ObjectStore, PutOptions, StoreError};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+/// The attributes a `setattr` asks to change (size is handled apart).
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl<S: ObjectStore> S3Fs<S> {
+    /// What the mount shows without headers: nothing is written for these values.
+    pub(super) fn default_meta(&self, kind: Kind) -> PosixMeta {
+        PosixMeta {
+            mode: Some(match kind {
+                Kind::Dir => meta::dir_mode(self.opts.dir_mode),
+                Kind::Symlink => meta::symlink_mode(),
+                Kind::File => meta::file_mode(self.opts.file_mode),
+            }),
+            uid: Some(self.opts.uid),
+            gid: Some(self.opts.gid),
+            mtime: None,
+            symlink_target: None,
+        }
+    }
+
+    /// Headers for an upload of `inode`: its stored attributes where they differ from defaults.
+    pub(super) fn upload_headers(&self, inode: &Inode) -> HashMap<String, String> {
+        inode.stat().meta.to_headers(&self.default_meta(inode.kind))
+    }
+
+    pub async fn set_attrs(&self, ino: u64, ch: SetAttr) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        let mut st = inode.stat();
+        let kind_bits = self.default_meta(inode.kind).mode.unwrap_or(0) & !0o7777;
+        if let Some(m) = ch.mode {
+            st.meta.mode = Some(kind_bits | (m & 0o7777));
+        }
+        if ch.uid.is_some() {
+            st.meta.uid = ch.uid;
+        }
+        if ch.gid.is_some() {
+            st.meta.gid = ch.gid;
+        }
+        if ch.mtime.is_some() {
+            st.meta.mtime = ch.mtime;
+        }
+        inode.set_stat(st.clone());
+        if inode.ino == super::super::ROOT_INO {
+            return Ok(self.attr(&inode, &st));
+        }
+        if let Some(w) = self.writer(ino) {
+            w.lock().await.dirty = true;
+            return Ok(self.attr(&inode, &st));
+        }
+        let key = self.inodes.key(&inode);
+        let ours = self.upload_headers(&inode);
+        match self.store.head(&key).await {
+            Ok(info) => {
+                let mut headers = info.metadata.clone();
+                for k in [meta::MTIME, meta::MODE, meta::UID, meta::GID] {
+                    headers.remove(k);
+                }
+                headers.extend(ours);
+                let opts = PutOptions {
+                    content_type: info.content_type.clone(),
+                    metadata: headers,
+                };
+                let etag = self.store.copy(&key, &key, Some(opts)).await?;
+                let mut st = inode.stat();
+                st.etag = etag.or(st.etag);
+                st.validated = Some(Instant::now());
+                inode.set_stat(st);
+            }
+            Err(StoreError::NotFound) if inode.kind == Kind::Dir => {
+                let opts = PutOptions {
+                    content_type: Some(DIR_CONTENT_TYPE.into()),
+                    metadata: ours,
+                };
+                self.store.put(&key, Bytes::new(), opts).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self.attr(&inode, &inode.stat()))
+    }
+
+    /// Creates a symlink: the body is the target, `mode` has `S_IFLNK` (s3fs's format).
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+        self.check_writable()?;
+        if !super::super::readdir::valid_name(name) {
+            return Err(Error::InvalidName);
+        }
+        let p = self.dir_inode(parent)?;
+        match self.lookup_inode(parent, name).await {
+            Ok(_) => return Err(Error::Exists),
+            Err(Error::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+        let key = format!("{}{}", self.inodes.key(&p), name);
+        let mut headers = HashMap::new();
+        headers.insert(meta::MODE.to_string(), meta::symlink_mode().to_string());
+        let opts = PutOptions {
+            content_type: None,
+            metadata: headers.clone(),
+        };
+        let etag = self
+            .store
+            .put(&key, Bytes::copy_from_slice(target.as_bytes()), opts)
+            .await?;
+        self.negative.remove(parent, name);
+        let stat = super::super::inode::Stat {
+            size: target.len() as u64,
+            mtime: SystemTime::now(),
+            etag,
+            validated: Some(Instant::now()),
+            meta: PosixMeta::parse(&headers),
+        };
+        let l = self
+            .inodes
+            .upsert(&p, name, Kind::Symlink, stat.clone(), true);
+        Ok(self.attr(&l, &stat))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Bytes> {
+        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        if inode.kind != Kind::Symlink {
+            return Err(Error::InvalidArgument);
+        }
+        let st = inode.stat();
+        if let Some(t) = st.meta.symlink_target {
+            return Ok(Bytes::from(t));
+        }
+        let key = self.inodes.key(&inode);
+        let body = self.store.get_range(&key, 0, st.size.max(1), None).await?;
+        Ok(body.to_bytes())
+    }
+}
