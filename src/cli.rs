@@ -51,6 +51,10 @@ pub struct MountArgs {
     /// $XDG_CACHE_HOME/s3mount, or /var/cache/s3mount for root).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// HEAD every listed file for its stored mode/owner/mtime/symlink (one request each, in
+    /// parallel); also `-o posix_metadata`.
+    #[arg(long)]
+    pub posix_metadata: bool,
     /// Bytes of a file being written held in memory before spilling to --cache-dir (e.g. 64M).
     #[arg(long)]
     pub write_buffer: Option<String>,

@@ -121,6 +121,9 @@ pub struct FsOptions {
     pub cache_dir: PathBuf,
     /// Bytes of a file being written kept in memory before it spills to `cache_dir`.
     pub write_buffer: u64,
+    /// HEAD every listed file for its stored mode, owner, mtime and symlink-ness (one request
+    /// per entry, in parallel); off: listings show the mount's defaults until a lookup.
+    pub posix_metadata: bool,
 }
 
 impl FsOptions {

@@ -344,6 +344,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "write_buffer" => a.write_buffer = a.write_buffer.or(Some(need(v)?)),
             "log_file" => a.log_file = a.log_file.or(Some(need(v)?.into())),
             "foreground" => a.foreground = true,
+            "posix_metadata" => a.posix_metadata = true,
             // fstab/mount(8) words with no meaning for a FUSE daemon.
             "_netdev" | "nofail" | "noauto" | "auto" | "user" | "users" | "nouser" | "defaults"
             | "dev" | "suid" | "exec" | "async" => {}
@@ -426,6 +427,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             Some(v) => parse_size(v)?,
             None => DEFAULT_WRITE_BUFFER,
         },
+        posix_metadata: a.posix_metadata,
     };
     Ok(MountConfig {
         s3,

@@ -438,6 +438,7 @@ impl<S: ObjectStore> S3Fs<S> {
                     let known = self
                         .inodes
                         .child(dir.ino, &l.name)
+                        .filter(|_| l.meta.is_none())
                         .filter(|c| match l.kind {
                             Kind::Dir => c.kind == Kind::Dir,
                             _ => {
@@ -448,14 +449,14 @@ impl<S: ObjectStore> S3Fs<S> {
                         });
                     let (kind, stat) = match (&known, l.kind) {
                         (Some(c), _) => (c.kind, c.stat()),
-                        (None, Kind::File) => (
-                            Kind::File,
+                        (None, k @ (Kind::File | Kind::Symlink)) => (
+                            k,
                             Stat {
                                 size: l.size,
                                 mtime: l.mtime.unwrap_or(self.mount_time),
                                 etag: l.etag.clone(),
                                 validated: Some(Instant::now()),
-                                meta: Default::default(),
+                                meta: l.meta.clone().unwrap_or_default(),
                             },
                         ),
                         (None, k) => (k, self.dir_stat()),
@@ -528,30 +529,38 @@ impl<S: ObjectStore> S3Fs<S> {
         Ok(())
     }
 
-    /// A zero-byte object may be a directory written by another tool (`dir` with
-    /// `Content-Type: application/x-directory`); LIST does not say, so HEAD those few.
+    /// LIST carries no headers. A zero-byte object may be a directory written by another tool
+    /// (`Content-Type: application/x-directory`), so those few are HEADed; with
+    /// `--posix-metadata` every file is, in parallel, for its stored mode, owner, mtime and
+    /// symlink-ness.
     async fn resolve_empty_objects(&self, prefix: &str, out: &mut [Listed]) {
         use futures::StreamExt;
         /// HEADs in flight at once for one listing page.
         const PARALLEL_HEADS: usize = 16;
-        let empties: Vec<usize> = (0..out.len())
-            .filter(|&i| out[i].kind == Kind::File && out[i].size == 0)
+        let all = self.opts.posix_metadata;
+        let wanted: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].kind == Kind::File && (all || out[i].size == 0))
             .collect();
-        let heads: Vec<(usize, bool)> = futures::stream::iter(empties.into_iter().map(|i| {
-            let key = format!("{prefix}{}", out[i].name);
-            async move {
-                let is_dir = matches!(self.store.head(&key).await,
-                    Ok(info) if info.content_type.as_deref() == Some(DIR_CONTENT_TYPE));
-                (i, is_dir)
-            }
-        }))
-        .buffer_unordered(PARALLEL_HEADS)
-        .collect()
-        .await;
-        for (i, is_dir) in heads {
-            if is_dir {
+        let heads: Vec<(usize, Option<ObjectInfo>)> =
+            futures::stream::iter(wanted.into_iter().map(|i| {
+                let key = format!("{prefix}{}", out[i].name);
+                async move { (i, self.store.head(&key).await.ok()) }
+            }))
+            .buffer_unordered(PARALLEL_HEADS)
+            .collect()
+            .await;
+        for (i, info) in heads {
+            let Some(info) = info else { continue };
+            if info.content_type.as_deref() == Some(DIR_CONTENT_TYPE) {
                 out[i].kind = Kind::Dir;
+                continue;
             }
+            let m = meta::PosixMeta::parse(&info.metadata);
+            if m.is_symlink() {
+                out[i].kind = Kind::Symlink;
+            }
+            out[i].etag = info.etag.or(out[i].etag.take());
+            out[i].meta = Some(m);
         }
     }
 

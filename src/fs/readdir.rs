@@ -28,6 +28,8 @@ pub struct Listed {
     pub size: u64,
     pub mtime: Option<SystemTime>,
     pub etag: Option<String>,
+    /// Stored POSIX attributes, when a HEAD fetched them (`--posix-metadata`).
+    pub meta: Option<super::meta::PosixMeta>,
 }
 
 /// Whether `name` can be a directory entry.
@@ -90,6 +92,7 @@ impl Merger {
                         size: 0,
                         mtime: None,
                         etag: None,
+                        meta: None,
                     });
                 }
                 Item::Obj(o) => {
@@ -108,6 +111,7 @@ impl Merger {
                             size: o.size,
                             mtime: o.last_modified,
                             etag: o.etag,
+                            meta: None,
                         },
                     );
                 }

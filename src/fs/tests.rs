@@ -16,6 +16,7 @@ fn opts() -> FsOptions {
         read_only: true,
         cache_dir: std::env::temp_dir().join("s3mount-core-tests"),
         write_buffer: 1 << 20,
+        posix_metadata: false,
     }
 }
 
@@ -313,7 +314,7 @@ mod writes {
         let cache = tempfile::tempdir().unwrap();
         let store = Arc::new(FaultStore::new(MemoryStore::default()));
         let fs = S3Fs::new(store.clone(), "p/", rw_opts(cache.path()));
-        let (a, fh) = fs.create(ROOT_INO, "f").await.unwrap();
+        let (a, fh) = fs.create(ROOT_INO, "f", 0o644).await.unwrap();
         assert_eq!(a.size, 0);
         fs.write(fh, 0, b"spills past eight bytes").await.unwrap();
         fs.write(fh, 4, b"S").await.unwrap();
@@ -343,7 +344,7 @@ mod writes {
         let cache = tempfile::tempdir().unwrap();
         let store = Arc::new(FaultStore::new(MemoryStore::default()));
         let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
-        let (_, fh) = fs.create(ROOT_INO, "keep.txt").await.unwrap();
+        let (_, fh) = fs.create(ROOT_INO, "keep.txt", 0o644).await.unwrap();
         fs.write(fh, 0, b"important").await.unwrap();
         store.fail(Op::Put, 2, || StoreError::Service {
             status: 500,
@@ -364,9 +365,12 @@ mod writes {
     async fn directories() {
         let cache = tempfile::tempdir().unwrap();
         let fs = S3Fs::new(Arc::new(MemoryStore::default()), "", rw_opts(cache.path()));
-        let d = fs.mkdir(ROOT_INO, "d").await.unwrap();
-        assert!(matches!(fs.mkdir(ROOT_INO, "d").await, Err(Error::Exists)));
-        let (_, fh) = fs.create(d.ino, "f").await.unwrap();
+        let d = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap();
+        assert!(matches!(
+            fs.mkdir(ROOT_INO, "d", 0o755).await,
+            Err(Error::Exists)
+        ));
+        let (_, fh) = fs.create(d.ino, "f", 0o644).await.unwrap();
         fs.release(fh).await.unwrap();
         assert!(matches!(
             fs.rmdir(ROOT_INO, "d").await,
@@ -381,7 +385,7 @@ mod writes {
         ));
         let ro = S3Fs::new(Arc::new(MemoryStore::default()), "", opts());
         assert!(matches!(
-            ro.mkdir(ROOT_INO, "x").await,
+            ro.mkdir(ROOT_INO, "x", 0o755).await,
             Err(Error::ReadOnly)
         ));
     }

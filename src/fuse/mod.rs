@@ -260,8 +260,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
@@ -274,7 +274,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 let Some(name) = name.to_str() else {
                     return reply.error(Errno::EINVAL);
                 };
-                match core.create(parent.0, name).await {
+                let perm = (mode & !umask & 0o7777) as u16;
+                match core.create(parent.0, name, perm).await {
                     Ok((a, fh)) => reply.created(
                         &ttl,
                         &file_attr(&a),
@@ -339,20 +340,21 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let core = self.core.clone();
         let ttl = self.ttl;
         let name = name.to_owned();
+        let perm = (mode & !umask & 0o7777) as u16;
         self.spawn(
             tracing::debug_span!("mkdir", ino = parent.0, name = ?name),
             async move {
                 let Some(name) = name.to_str() else {
                     return reply.error(Errno::EINVAL);
                 };
-                match core.mkdir(parent.0, name).await {
+                match core.mkdir(parent.0, name, perm).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&e)),
                 }

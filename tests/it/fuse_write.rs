@@ -514,3 +514,61 @@ fn our_headers_read_right_in_s3fs() {
         "ours"
     );
 }
+
+/// Runs a shell command, failing the test with its output when it fails.
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn git_clone_tar_and_cp_give_identical_trees() {
+    let a = Area::new("tools");
+    let m = a.mount(&["--read-write"]);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display().to_string();
+    let mnt = m.path().display().to_string();
+    // A small repository with history, a nested tree, an executable and a symlink.
+    sh(&format!(
+        "set -e; cd {w} && mkdir -p src/tree/deep && cd src && git init -q . && \
+         git config user.email t@e && git config user.name t && \
+         echo one > a.txt && printf '#!/bin/sh\\necho hi\\n' > run.sh && chmod 755 run.sh && \
+         ln -s a.txt link && head -c 300000 /dev/urandom > tree/deep/blob.bin && \
+         for i in $(seq 1 40); do echo $i > tree/f$i; done && \
+         git add -A && git commit -qm one && echo two >> a.txt && git commit -qam two"
+    ));
+    sh(&format!("cd {w} && tar cf src.tar -C src ."));
+    // git clone into the mount.
+    sh(&format!("git clone -q {w}/src {mnt}/clone"));
+    sh(&format!("diff -r --exclude=.git {w}/src {mnt}/clone"));
+    sh(&format!(
+        "cd {mnt}/clone && git status --porcelain | (! grep .) && git log --oneline | wc -l | grep -qx 2"
+    ));
+    // tar x into the mount.
+    sh(&format!(
+        "mkdir {mnt}/untar && tar xf {w}/src.tar -C {mnt}/untar"
+    ));
+    sh(&format!("diff -r {w}/src {mnt}/untar"));
+    // cp -r into the mount.
+    sh(&format!("cp -r {w}/src {mnt}/copy"));
+    sh(&format!("diff -r {w}/src {mnt}/copy"));
+    // And the trees survive a remount (with stored attributes in listings, for the symlink).
+    drop(m);
+    let m = a.mount(&["--posix-metadata"]);
+    let mnt = m.path().display().to_string();
+    sh(&format!(
+        "diff -r {w}/src {mnt}/untar && diff -r {w}/src {mnt}/copy"
+    ));
+    sh(&format!(
+        "test -x {mnt}/untar/run.sh && test -L {mnt}/untar/link"
+    ));
+}

@@ -25,14 +25,16 @@ pub struct SetAttr {
 }
 
 impl<S: ObjectStore> S3Fs<S> {
-    /// What the mount shows without headers: nothing is written for these values.
+    /// What the mount shows without headers: nothing is written for these values. A symlink
+    /// has no default mode: its `S_IFLNK` mode is what makes it a symlink, so it is always
+    /// written.
     pub(super) fn default_meta(&self, kind: Kind) -> PosixMeta {
         PosixMeta {
-            mode: Some(match kind {
-                Kind::Dir => meta::dir_mode(self.opts.dir_mode),
-                Kind::Symlink => meta::symlink_mode(),
-                Kind::File => meta::file_mode(self.opts.file_mode),
-            }),
+            mode: match kind {
+                Kind::Dir => Some(meta::dir_mode(self.opts.dir_mode)),
+                Kind::Symlink => None,
+                Kind::File => Some(meta::file_mode(self.opts.file_mode)),
+            },
             uid: Some(self.opts.uid),
             gid: Some(self.opts.gid),
             mtime: None,
@@ -49,7 +51,11 @@ impl<S: ObjectStore> S3Fs<S> {
         self.check_writable()?;
         let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
         let mut st = inode.stat();
-        let kind_bits = self.default_meta(inode.kind).mode.unwrap_or(0) & !0o7777;
+        let kind_bits = match inode.kind {
+            Kind::Dir => meta::dir_mode(0),
+            Kind::Symlink => meta::symlink_mode() & !0o7777,
+            Kind::File => meta::file_mode(0),
+        };
         if let Some(m) = ch.mode {
             st.meta.mode = Some(kind_bits | (m & 0o7777));
         }

@@ -238,7 +238,8 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Creates (or truncates) `name` in `parent` and opens it for writing.
-    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64)> {
+    /// `perm`: the permission bits asked for (mode & !umask); stored when not the default.
+    pub async fn create(&self, parent: u64, name: &str, perm: u16) -> Result<(Attr, u64)> {
         self.check_writable()?;
         if !super::readdir::valid_name(name) {
             return Err(Error::InvalidName);
@@ -249,7 +250,10 @@ impl<S: ObjectStore> S3Fs<S> {
             mtime: SystemTime::now(),
             etag: None,
             validated: Some(Instant::now()),
-            meta: Default::default(),
+            meta: super::meta::PosixMeta {
+                mode: Some(super::meta::file_mode(perm)),
+                ..Default::default()
+            },
         };
         let inode = self.inodes.upsert(&p, name, Kind::File, stat.clone(), true);
         self.negative.remove(parent, name);
@@ -316,7 +320,7 @@ impl<S: ObjectStore> S3Fs<S> {
         self.keep_dir(&p).await
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr> {
+    pub async fn mkdir(&self, parent: u64, name: &str, perm: u16) -> Result<Attr> {
         self.check_writable()?;
         if !super::readdir::valid_name(name) {
             return Err(Error::InvalidName);
@@ -328,13 +332,14 @@ impl<S: ObjectStore> S3Fs<S> {
             Err(e) => return Err(e),
         }
         let key = format!("{}{}/", self.inodes.key(&p), name);
+        let mut stat = self.dir_stat();
+        stat.meta.mode = Some(super::meta::dir_mode(perm));
         let opts = PutOptions {
             content_type: Some(DIR_CONTENT_TYPE.into()),
-            ..Default::default()
+            metadata: stat.meta.to_headers(&self.default_meta(Kind::Dir)),
         };
         self.store.put(&key, Bytes::new(), opts).await?;
         self.negative.remove(parent, name);
-        let stat = self.dir_stat();
         let d = self.inodes.upsert(&p, name, Kind::Dir, stat.clone(), true);
         Ok(self.attr(&d, &stat))
     }
