@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod fuse_read;
 mod fuse_write;
+mod reftest;
