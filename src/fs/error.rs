@@ -29,6 +29,8 @@ pub enum Error {
     NotEmpty,
     #[error("invalid argument")]
     InvalidArgument,
+    #[error("file too large for a single PutObject (5 GiB)")]
+    TooBig,
     #[error("too large to move on the server; copy instead")]
     CrossDevice,
     #[error("store: {0}")]
@@ -62,6 +64,7 @@ impl Error {
             Error::Exists => libc::EEXIST,
             Error::NotEmpty => libc::ENOTEMPTY,
             Error::InvalidArgument => libc::EINVAL,
+            Error::TooBig => libc::EFBIG,
             Error::CrossDevice => libc::EXDEV,
             Error::Store(e) => match e {
                 StoreError::AccessDenied { .. } => libc::EACCES,

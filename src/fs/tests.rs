@@ -383,6 +383,13 @@ mod writes {
             fs.lookup(ROOT_INO, "d").await,
             Err(Error::NotFound)
         ));
+        let (_, fh) = fs.create(ROOT_INO, "huge", 0o644).await.unwrap();
+        let past = crate::fs::write::MAX_SINGLE_PUT;
+        assert_eq!(
+            fs.write(fh, past - 1, b"xy").await.unwrap_err().errno(),
+            libc::EFBIG
+        );
+        fs.release(fh).await.unwrap();
         let ro = S3Fs::new(Arc::new(MemoryStore::default()), "", opts());
         assert!(matches!(
             ro.mkdir(ROOT_INO, "x", 0o755).await,

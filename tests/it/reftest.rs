@@ -137,5 +137,8 @@ fn op_sequences_match_a_local_directory() {
     // The sequences exercised both outcomes, so the comparison meant something.
     let (ok, failed) = (ok.into_inner(), failed.into_inner());
     eprintln!("reference model: {ok} operations succeeded, {failed} failed, on both sides alike");
-    assert!(ok >= cases && failed >= cases / 2, "ok {ok}, failed {failed}");
+    assert!(
+        ok >= cases && failed >= cases / 2,
+        "ok {ok}, failed {failed}"
+    );
 }

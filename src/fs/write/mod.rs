@@ -29,6 +29,9 @@ use staging::{Source, Staging};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+/// The largest object one PutObject may carry (the S3 limit). Files are uploaded in one
+/// PutObject until multipart lands, so writing past it fails at write time with EFBIG.
+pub const MAX_SINGLE_PUT: u64 = 5 << 30;
 /// Bytes fetched per GET when loading an existing object into staging.
 const LOAD_STEP: u64 = 8 << 20;
 
@@ -206,6 +209,9 @@ impl<S: ObjectStore> S3Fs<S> {
     /// Writes through handle `fh`.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let ino = self.handle_ino(fh)?;
+        if offset + data.len() as u64 > MAX_SINGLE_PUT {
+            return Err(Error::TooBig);
+        }
         let w = self.writer(ino).ok_or(Error::BadHandle)?;
         let mut g = w.lock().await;
         g.staging.write_at(offset, data).map_err(io_err)?;
@@ -275,6 +281,9 @@ impl<S: ObjectStore> S3Fs<S> {
         let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
         if inode.kind == Kind::Dir {
             return Err(Error::IsDir);
+        }
+        if size > MAX_SINGLE_PUT {
+            return Err(Error::TooBig);
         }
         if let Some(w) = self.writer(ino) {
             let mut g = w.lock().await;
