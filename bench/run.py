@@ -27,27 +27,28 @@ def raw(*args):
 class Mounted:
     """A fresh mount by one tool; unmounts on exit."""
 
-    def __init__(self, tool, mnt):
-        self.tool, self.mnt, self.pid = tool, mnt, None
+    def __init__(self, tool, mnt, writable=False):
+        self.tool, self.mnt, self.pid, self.writable = tool, mnt, None, writable
 
     def __enter__(self):
         os.makedirs(self.mnt, exist_ok=True)
         # No drop_caches: a fresh mount starts with an empty kernel cache for its files, and the
         # server's own file stays in the OS cache for every tool and for raw alike.
         if self.tool == "s3mount":
-            sh([BIN, BUCKET, self.mnt, "--endpoint", EP], env=ENV)
+            sh([BIN, BUCKET, self.mnt, "--endpoint", EP] + (["--read-write"] if self.writable else []), env=ENV)
             self.pid = int(sh(["pgrep", "-n", "-f", f"s3mount {BUCKET} {self.mnt}"]).stdout.split()[0])
         elif self.tool == "s3fs":
             pw = os.path.join(WORK, "s3fs.passwd")
             with open(pw, "w") as f:
                 f.write(f"{AK}:{SK}\n")
             os.chmod(pw, 0o600)
-            sh(["s3fs", BUCKET, self.mnt, "-o", f"url={EP},use_path_request_style,passwd_file={pw},ro,parallel_count=8,multipart_size=8"])
+            sh(["s3fs", BUCKET, self.mnt, "-o", f"url={EP},use_path_request_style,passwd_file={pw},{'rw' if self.writable else 'ro'},parallel_count=8,multipart_size=8"])
         elif self.tool == "rclone":
             env = dict(ENV, RCLONE_CONFIG_B_TYPE="s3", RCLONE_CONFIG_B_PROVIDER="Other",
                        RCLONE_CONFIG_B_ACCESS_KEY_ID=AK, RCLONE_CONFIG_B_SECRET_ACCESS_KEY=SK,
                        RCLONE_CONFIG_B_ENDPOINT=EP, RCLONE_CONFIG_B_FORCE_PATH_STYLE="true")
-            sh(["rclone", "mount", f"b:{BUCKET}", self.mnt, "--daemon", "--read-only"], env=env)
+            mode = ["--vfs-cache-mode", "writes", "--cache-dir", os.path.join(WORK, "rclone-cache")] if self.writable else ["--read-only"]
+            sh(["rclone", "mount", f"b:{BUCKET}", self.mnt, "--daemon"] + mode, env=env)
         for _ in range(100):
             if os.path.ismount(self.mnt):
                 break
