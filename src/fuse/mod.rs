@@ -37,6 +37,17 @@ impl<S: ObjectStore> FuseAdapter<S> {
         Self { core, rt, ttl }
     }
 
+    /// flush and fsync: upload the file behind `fh` if it changed, and reply.
+    fn upload_and_reply(&self, span: tracing::Span, fh: FileHandle, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        self.spawn(span, async move {
+            match core.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
     /// Runs `f` on tokio inside a span for this request.
     fn spawn<F>(&self, span: tracing::Span, f: F)
     where
@@ -223,15 +234,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let core = self.core.clone();
-        self.spawn(
+        self.upload_and_reply(
             tracing::debug_span!("flush", ino = ino.0, fh = fh.0),
-            async move {
-                match core.flush(fh.0).await {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            },
+            fh,
+            reply,
         );
     }
 
@@ -243,15 +249,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let core = self.core.clone();
-        self.spawn(
+        // The same as a close's flush: upload the whole file if it changed.
+        self.upload_and_reply(
             tracing::debug_span!("fsync", ino = ino.0, fh = fh.0),
-            async move {
-                match core.flush(fh.0).await {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            },
+            fh,
+            reply,
         );
     }
 

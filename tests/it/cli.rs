@@ -183,53 +183,19 @@ impl Drop for MountGuard {
 
 #[test]
 fn serve_command_prints_endpoint_and_serves() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(src.path().join("sub")).unwrap();
     std::fs::write(src.path().join("sub/a.txt"), "imported").unwrap();
-    let mut child = Command::new(bin())
-        .args([
-            "serve",
-            dir.path().to_str().unwrap(),
-            "--addr",
-            "127.0.0.1:0",
-            "--bucket",
-            "made",
-        ])
-        .arg("--import")
-        .arg(format!("{}=imp", src.path().display()))
-        .env("S3MOUNT_SERVE_ACCESS_KEY", "k")
-        .env("S3MOUNT_SERVE_SECRET_KEY", "s")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let _kill = Kill(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    let ep = line
-        .trim()
-        .strip_prefix("endpoint: ")
-        .expect("endpoint line")
-        .to_string();
-    let be = Backend {
-        endpoint: ep,
-        access: "k".into(),
-        secret: "s".into(),
-        bucket: "imp".into(),
-        external: false,
-    };
+    let served = Served::start(
+        "imp",
+        &[
+            "--bucket".into(),
+            "made".into(),
+            "--import".into(),
+            format!("{}=imp", src.path().display()),
+        ],
+    );
+    let be = served.backend.clone();
     let m = Mount::new(&be, "imp", &[]);
     assert_eq!(
         std::fs::read_to_string(m.join("sub/a.txt")).unwrap(),

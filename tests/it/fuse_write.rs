@@ -190,36 +190,9 @@ fn failed_upload_fails_close_and_keeps_the_bytes() {
     if backend().external {
         return; // needs a server it can stop
     }
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut server = std::process::Command::new(bin())
-        .args([
-            "serve",
-            dir.path().to_str().unwrap(),
-            "--addr",
-            "127.0.0.1:0",
-            "--bucket",
-            "fail",
-        ])
-        .env("S3MOUNT_SERVE_ACCESS_KEY", "k")
-        .env("S3MOUNT_SERVE_SECRET_KEY", "s")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ep = line.trim().strip_prefix("endpoint: ").unwrap().to_string();
-    let be = Backend {
-        endpoint: ep,
-        access: "k".into(),
-        secret: "s".into(),
-        bucket: "fail".into(),
-        external: false,
-    };
+    let mut server = Served::start("fail", &["--bucket".into(), "fail".into()]);
+    let be = server.backend.clone();
     let m = Mount::new(
         &be,
         "fail",
@@ -231,8 +204,7 @@ fn failed_upload_fails_close_and_keeps_the_bytes() {
     );
     let mut f = std::fs::File::create(m.join("precious.txt")).unwrap();
     f.write_all(b"do not lose me").unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     // close() reports the failed upload.
     let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
     // SAFETY: closing the fd we own, once.

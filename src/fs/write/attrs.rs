@@ -109,16 +109,7 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// Creates a symlink: the body is the target, `mode` has `S_IFLNK` (s3fs's format).
     pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
-        self.check_writable()?;
-        if !super::super::readdir::valid_name(name) {
-            return Err(Error::InvalidName);
-        }
-        let p = self.dir_inode(parent)?;
-        match self.lookup_inode(parent, name).await {
-            Ok(_) => return Err(Error::Exists),
-            Err(Error::NotFound) => {}
-            Err(e) => return Err(e),
-        }
+        let p = self.new_entry(parent, name).await?;
         let key = format!("{}{}", self.inodes.key(&p), name);
         let mut headers = HashMap::new();
         headers.insert(meta::MODE.to_string(), meta::symlink_mode().to_string());

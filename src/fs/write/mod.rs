@@ -329,17 +329,22 @@ impl<S: ObjectStore> S3Fs<S> {
         self.keep_dir(&p).await
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &str, perm: u16) -> Result<Attr> {
+    /// Checks that `name` may be created in `parent` (writable, valid, absent); the parent.
+    pub(super) async fn new_entry(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
         self.check_writable()?;
         if !super::readdir::valid_name(name) {
             return Err(Error::InvalidName);
         }
         let p = self.dir_inode(parent)?;
         match self.lookup_inode(parent, name).await {
-            Ok(_) => return Err(Error::Exists),
-            Err(Error::NotFound) => {}
-            Err(e) => return Err(e),
+            Ok(_) => Err(Error::Exists),
+            Err(Error::NotFound) => Ok(p),
+            Err(e) => Err(e),
         }
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, perm: u16) -> Result<Attr> {
+        let p = self.new_entry(parent, name).await?;
         let key = format!("{}{}/", self.inodes.key(&p), name);
         let mut stat = self.dir_stat();
         stat.meta.mode = Some(super::meta::dir_mode(perm));

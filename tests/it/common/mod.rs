@@ -312,3 +312,63 @@ pub fn names(p: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A `s3mount serve` process of its own (for tests that stop the server or use the CLI),
+/// with keys `k`/`s`; killed on drop.
+pub struct Served {
+    pub backend: Backend,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts `s3mount serve DIR --addr 127.0.0.1:0 EXTRA...`; `bucket` names the backend's.
+    pub fn start(bucket: &str, extra: &[String]) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg(dir.path())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("S3MOUNT_SERVE_ACCESS_KEY", "k")
+            .env("S3MOUNT_SERVE_SECRET_KEY", "s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let endpoint = line
+            .trim()
+            .strip_prefix("endpoint: ")
+            .expect("`endpoint:` line first")
+            .to_string();
+        let backend = Backend {
+            endpoint,
+            access: "k".into(),
+            secret: "s".into(),
+            bucket: bucket.into(),
+            external: false,
+        };
+        Self {
+            backend,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
