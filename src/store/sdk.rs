@@ -98,6 +98,32 @@ impl SdkStore {
         }
     }
 
+    /// One PutObject of `len` bytes with Content-Length and Content-MD5, so the server verifies
+    /// what it received.
+    async fn put_body(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        md5: [u8; 16],
+        opts: PutOptions,
+    ) -> StoreResult<Option<String>> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len as i64)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .set_content_type(opts.content_type)
+            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
     fn map_err<E>(&self, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -290,21 +316,10 @@ impl ObjectStore for SdkStore {
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
         use md5::Digest;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(body.len() as i64)
-            .content_md5(md5)
-            .set_content_type(opts.content_type)
-            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
-            .body(ByteStream::from(body))
-            .send()
+        let md5: [u8; 16] = md5::Md5::digest(&body).into();
+        let len = body.len() as u64;
+        self.put_body(key, ByteStream::from(body), len, md5, opts)
             .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(out.e_tag().map(str::to_string))
     }
 
     async fn put_file(
@@ -323,20 +338,7 @@ impl ObjectStore for SdkStore {
             .map_err(|e| {
                 StoreError::Other(format!("reading staged data {}: {e}", path.display()))
             })?;
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(len as i64)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
-            .set_content_type(opts.content_type)
-            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(out.e_tag().map(str::to_string))
+        self.put_body(key, body, len, md5, opts).await
     }
 
     async fn copy(
