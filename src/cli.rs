@@ -40,11 +40,10 @@ pub struct MountArgs {
     /// Mount options, comma-separated (the fstab form): ro, allow_other, uid=N, ...
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
-    /// Mount read-only (the default for now).
+    /// Mount read-only (EROFS on every change); also `-o ro`.
     #[arg(long)]
     pub read_only: bool,
-    /// Allow changes (create, write, mkdir, unlink, rmdir); also `-o rw`. Early: see
-    /// docs/semantics.md for what is supported.
+    /// Allow changes (the default); also `-o rw`. See docs/semantics.md.
     #[arg(long, conflicts_with = "read_only")]
     pub read_write: bool,
     /// Directory for spilled writes and for the bytes of failed uploads (default:
@@ -58,6 +57,19 @@ pub struct MountArgs {
     /// Bytes of a file being written held in memory before spilling to --cache-dir (e.g. 64M).
     #[arg(long)]
     pub write_buffer: Option<String>,
+    /// Files larger than this are uploaded as multipart uploads, parts sent while writing
+    /// (default 64M).
+    #[arg(long)]
+    pub multipart_threshold: Option<String>,
+    /// Size of multipart parts, all equal but the last (default 8M; at least 5M).
+    #[arg(long)]
+    pub part_size: Option<String>,
+    /// Most parts per upload (default 10000; some stores allow 1000).
+    #[arg(long)]
+    pub max_parts: Option<u32>,
+    /// Upload every file in one PutObject (files up to 5 GiB); also `-o no_multipart`.
+    #[arg(long)]
+    pub no_multipart: bool,
     /// Profile to use when SOURCE names none (default: $AWS_PROFILE, then `default`).
     #[arg(long)]
     pub profile: Option<String>,

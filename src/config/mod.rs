@@ -124,6 +124,14 @@ pub struct FsOptions {
     /// HEAD every listed file for its stored mode, owner, mtime and symlink-ness (one request
     /// per entry, in parallel); off: listings show the mount's defaults until a lookup.
     pub posix_metadata: bool,
+    /// Use multipart upload for files above `multipart_threshold` (when the server has it).
+    pub multipart: bool,
+    /// Files larger than this go up as multipart uploads, their parts sent while writing.
+    pub multipart_threshold: u64,
+    /// Size of every part but the last (larger when a file needs more than `max_parts`).
+    pub part_size: u64,
+    /// Most parts in one upload (S3 allows 10,000; some stores 1,000).
+    pub max_parts: u32,
 }
 
 impl FsOptions {

@@ -102,6 +102,10 @@ pub struct S3Fs<S: ObjectStore> {
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     /// Files being written, by inode: one staging shared by all write handles of the inode.
     writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<write::WriteState>>>>,
+    /// The server refused CreateMultipartUpload: single PutObject from then on.
+    multipart_refused: std::sync::atomic::AtomicBool,
+    /// Part uploads in flight across the mount ([`write::UPLOAD_SLOTS`]).
+    upload_slots: Arc<Semaphore>,
     next_fh: AtomicU64,
     warned: Mutex<HashSet<String>>,
     mount_time: SystemTime,
@@ -121,6 +125,8 @@ impl<S: ObjectStore> S3Fs<S> {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
+            multipart_refused: Default::default(),
+            upload_slots: write::upload_slots(),
             next_fh: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),
             mount_time: now,
@@ -336,7 +342,7 @@ impl<S: ObjectStore> S3Fs<S> {
             .cloned()
             .ok_or(Error::BadHandle)?;
         if let Some(w) = self.writer(h.ino) {
-            return w.lock().await.read(offset, u64::from(size));
+            return self.read_writing(&w, offset, u64::from(size)).await;
         }
         let res = {
             let mut r = h.reader.lock().await;

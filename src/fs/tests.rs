@@ -17,6 +17,10 @@ fn opts() -> FsOptions {
         cache_dir: std::env::temp_dir().join("s3mount-core-tests"),
         write_buffer: 1 << 20,
         posix_metadata: false,
+        multipart: true,
+        multipart_threshold: 64 << 20,
+        part_size: 8 << 20,
+        max_parts: 10_000,
     }
 }
 
@@ -383,17 +387,243 @@ mod writes {
             fs.lookup(ROOT_INO, "d").await,
             Err(Error::NotFound)
         ));
-        let (_, fh) = fs.create(ROOT_INO, "huge", 0o644).await.unwrap();
+        let single = S3Fs::new(
+            Arc::new(MemoryStore::default()),
+            "",
+            FsOptions {
+                multipart: false,
+                ..rw_opts(cache.path())
+            },
+        );
+        let (_, fh) = single.create(ROOT_INO, "huge", 0o644).await.unwrap();
         let past = crate::fs::write::MAX_SINGLE_PUT;
         assert_eq!(
-            fs.write(fh, past - 1, b"xy").await.unwrap_err().errno(),
+            single.write(fh, past - 1, b"xy").await.unwrap_err().errno(),
             libc::EFBIG
         );
-        fs.release(fh).await.unwrap();
+        single.release(fh).await.unwrap();
         let ro = S3Fs::new(Arc::new(MemoryStore::default()), "", opts());
         assert!(matches!(
             ro.mkdir(ROOT_INO, "x", 0o755).await,
             Err(Error::ReadOnly)
         ));
+    }
+}
+
+mod multipart {
+    use super::*;
+    use crate::store::faults::{FaultStore, Op};
+
+    const MIB: u64 = 1 << 20;
+
+    /// 5 MiB parts (the S3 minimum) above a 6 MiB threshold, spilling past 1 MiB.
+    fn mp_opts(cache: &std::path::Path) -> FsOptions {
+        FsOptions {
+            read_only: false,
+            cache_dir: cache.to_path_buf(),
+            write_buffer: MIB,
+            multipart_threshold: 6 * MIB,
+            part_size: 5 * MIB,
+            ..opts()
+        }
+    }
+
+    fn bytes(len: u64, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8 ^ seed)
+            .collect()
+    }
+
+    type Fs = S3Fs<FaultStore<MemoryStore>>;
+
+    fn new_fs(store: MemoryStore, o: FsOptions) -> (Fs, Arc<FaultStore<MemoryStore>>) {
+        let store = Arc::new(FaultStore::new(store));
+        (S3Fs::new(store.clone(), "", o), store)
+    }
+
+    async fn stored(fs: &Fs, key: &str) -> (Vec<u8>, ObjectInfo) {
+        let info = fs.store.head(key).await.unwrap();
+        let body = fs.store.get_range(key, 0, info.size, None).await.unwrap();
+        (body.to_bytes().to_vec(), info)
+    }
+
+    async fn write_all(fs: &Fs, fh: u64, data: &[u8], order: impl Iterator<Item = usize>) {
+        for i in order {
+            let c = &data[i * MIB as usize..((i + 1) * MIB as usize).min(data.len())];
+            fs.write(fh, i as u64 * MIB, c).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sequential_writer_sends_parts_while_writing() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let data = bytes(23 * MIB, 1);
+        let (_, fh) = fs.create(ROOT_INO, "big", 0o600).await.unwrap();
+        write_all(&fs, fh, &data, 0..23).await;
+        // The four full parts were handed to upload tasks during the writes; wait (bounded)
+        // for them to reach the store before close.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.calls(Op::UploadPart) < 4 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            store.calls(Op::UploadPart),
+            4,
+            "full parts sent before close"
+        );
+        fs.release(fh).await.unwrap();
+        assert_eq!(store.calls(Op::UploadPart), 5, "each part sent once");
+        assert_eq!(store.calls(Op::CreateMultipart), 1);
+        assert_eq!(store.calls(Op::CompleteMultipart), 1);
+        assert_eq!(store.calls(Op::Put), 0);
+        let (body, info) = stored(&fs, "big").await;
+        assert!(body == data, "object bytes match what was written");
+        assert!(info.etag.unwrap().ends_with("-5\""));
+        assert_eq!(info.metadata.get("mode").map(String::as_str), Some("33152"));
+        assert_eq!(store.inner().open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn random_writes_upload_every_part_at_close_and_rewrites_resend() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let mut data = bytes(17 * MIB, 2);
+        let (_, fh) = fs.create(ROOT_INO, "rnd", 0o644).await.unwrap();
+        write_all(&fs, fh, &data, (0..17).rev()).await;
+        fs.flush(fh).await.unwrap();
+        assert_eq!(store.calls(Op::UploadPart), 4);
+        assert!(stored(&fs, "rnd").await.0 == data);
+        // Rewrite a few bytes of part 2 only: after an fsync-like flush, a new session sends
+        // all parts again; the old object stays whole until complete.
+        fs.write(fh, 6 * MIB, b"patch").await.unwrap();
+        data[6 * MIB as usize..6 * MIB as usize + 5].copy_from_slice(b"patch");
+        fs.release(fh).await.unwrap();
+        assert!(stored(&fs, "rnd").await.0 == data);
+        assert_eq!(store.inner().open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_part_rewritten_after_it_was_sent_is_sent_again() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let mut data = bytes(16 * MIB, 3);
+        let (_, fh) = fs.create(ROOT_INO, "rw", 0o644).await.unwrap();
+        write_all(&fs, fh, &data, 0..16).await;
+        fs.write(fh, 1, b"XY").await.unwrap();
+        data[1..3].copy_from_slice(b"XY");
+        fs.release(fh).await.unwrap();
+        assert!(stored(&fs, "rw").await.0 == data);
+        // Parts 1-3 streamed, part 1 again (rewritten), part 4 (the tail) at close.
+        assert_eq!(store.calls(Op::UploadPart), 5);
+    }
+
+    #[tokio::test]
+    async fn refused_multipart_falls_back_to_one_put_and_is_not_asked_again() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(
+            MemoryStore::default().without_multipart(),
+            mp_opts(cache.path()),
+        );
+        for name in ["a", "b"] {
+            let data = bytes(12 * MIB, 4);
+            let (_, fh) = fs.create(ROOT_INO, name, 0o644).await.unwrap();
+            write_all(&fs, fh, &data, 0..12).await;
+            fs.release(fh).await.unwrap();
+            assert!(stored(&fs, name).await.0 == data);
+        }
+        assert_eq!(store.calls(Op::CreateMultipart), 1, "one probe per mount");
+        assert_eq!(store.calls(Op::Put), 2);
+    }
+
+    #[tokio::test]
+    async fn failed_parts_and_completion_are_retried_by_the_next_flush() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let data = bytes(11 * MIB, 5);
+        let (_, fh) = fs.create(ROOT_INO, "retry", 0o644).await.unwrap();
+        store.fail(Op::UploadPart, 1, || StoreError::Other("boom".into()));
+        write_all(&fs, fh, &data, 0..11).await;
+        store.fail(Op::CompleteMultipart, 1, || {
+            StoreError::Other("boom".into())
+        });
+        assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EIO);
+        fs.flush(fh).await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert!(stored(&fs, "retry").await.0 == data);
+        assert_eq!(
+            store.inner().open_uploads(),
+            0,
+            "the failed upload was aborted"
+        );
+    }
+
+    #[tokio::test]
+    async fn cut_below_the_threshold_drops_the_session_and_puts_once() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let data = bytes(12 * MIB, 6);
+        let (a, fh) = fs.create(ROOT_INO, "cut", 0o644).await.unwrap();
+        write_all(&fs, fh, &data, 0..12).await;
+        fs.set_size(a.ino, 1000).await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert!(stored(&fs, "cut").await.0 == data[..1000]);
+        assert_eq!(store.calls(Op::Put), 1);
+        assert_eq!(store.calls(Op::CompleteMultipart), 0);
+        assert_eq!(store.inner().open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn too_many_parts_picks_a_larger_equal_part_size() {
+        let cache = tempfile::tempdir().unwrap();
+        let o = FsOptions {
+            max_parts: 2,
+            ..mp_opts(cache.path())
+        };
+        let (fs, store) = new_fs(MemoryStore::default(), o);
+        let data = bytes(23 * MIB, 7);
+        let (_, fh) = fs.create(ROOT_INO, "wide", 0o644).await.unwrap();
+        write_all(&fs, fh, &data, 0..23).await;
+        fs.release(fh).await.unwrap();
+        let (body, info) = stored(&fs, "wide").await;
+        assert!(body == data);
+        assert!(info.etag.unwrap().ends_with("-2\""), "two 12 MiB parts");
+        assert_eq!(store.inner().open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn opening_an_object_for_writing_fetches_only_what_it_needs() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let mut data = bytes(10 * MIB + 100, 8);
+        fs.store
+            .put("obj", Bytes::from(data.clone()), PutOptions::default())
+            .await
+            .unwrap();
+        let ino = fs.lookup(ROOT_INO, "obj").await.unwrap().ino;
+        let mode = OpenMode {
+            write: true,
+            truncate: false,
+        };
+        let (fh, _) = fs.open(ino, mode).await.unwrap();
+        assert_eq!(store.calls(Op::Get), 0, "open fetches nothing");
+        // Append: nothing to fetch (the old bytes are fetched only for the upload).
+        fs.write(fh, data.len() as u64, b"tail").await.unwrap();
+        data.extend_from_slice(b"tail");
+        assert_eq!(store.calls(Op::Get), 0);
+        // A write covering whole blocks fetches nothing; one inside a block fetches it.
+        fs.write(fh, MIB, &vec![9u8; MIB as usize]).await.unwrap();
+        data[MIB as usize..2 * MIB as usize].fill(9);
+        assert_eq!(store.calls(Op::Get), 0);
+        fs.write(fh, 3 * MIB + 7, b"mid").await.unwrap();
+        data[3 * MIB as usize + 7..3 * MIB as usize + 10].copy_from_slice(b"mid");
+        assert_eq!(store.calls(Op::Get), 1);
+        let got = fs.read(fh, 3 * MIB, 16).await.unwrap();
+        assert_eq!(&got[..], &data[3 * MIB as usize..3 * MIB as usize + 16]);
+        fs.release(fh).await.unwrap();
+        assert!(
+            stored(&fs, "obj").await.0 == data,
+            "the rest was fetched before upload"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! The first line on stdout is `endpoint: http://ADDR`, so scripts and tests can read the port
 //! when `--addr 127.0.0.1:0` picks a free one.
 
+pub mod multipart;
 pub mod s3;
 pub mod storage;
 
@@ -38,7 +39,7 @@ pub async fn start(
 ) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let mut b = S3ServiceBuilder::new(s3::Backend { storage });
+    let mut b = S3ServiceBuilder::new(s3::Backend::new(storage));
     b.set_auth(SimpleAuth::from_single(access_key, secret_key.to_string()));
     let service = b.build();
     let task = tokio::spawn(async move {

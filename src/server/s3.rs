@@ -2,8 +2,9 @@
 //!
 //! Faithful where mounts depend on it: ranged GETs with `If-Match` (412 on mismatch), ListObjects
 //! v1 (`NextMarker` only with a delimiter, as AWS) and v2, HEAD of `dir/` markers, ETags in
-//! listings, Content-MD5 verification on PUT (400 BadDigest). GETs stream in 1 MiB reads, so the
-//! server keeps up with the mount in benchmarks.
+//! listings, Content-MD5 verification on PUT and UploadPart (400 BadDigest), multipart upload
+//! (`multipart.rs`). GETs stream in 1 MiB reads, so the server keeps up with the mount in
+//! benchmarks.
 
 use super::storage::{Bucket, Meta, Storage, valid_bucket_name};
 use crate::store::memory::{Listed, paginate};
@@ -24,14 +25,47 @@ const MAX_LIST: usize = 1000;
 
 pub struct Backend {
     pub storage: Arc<Storage>,
+    pub uploads: super::multipart::Uploads,
 }
 
-fn io_err(e: std::io::Error) -> s3s::S3Error {
+impl Backend {
+    pub fn new(storage: Arc<Storage>) -> Self {
+        Self {
+            storage,
+            uploads: Default::default(),
+        }
+    }
+}
+
+/// Checks a received body against the request's Content-MD5 and Content-Length.
+pub(super) fn check_body(
+    content_md5: &Option<String>,
+    content_length: Option<i64>,
+    md5: [u8; 16],
+    size: u64,
+) -> S3Result<()> {
+    if let Some(expect) = content_md5 {
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(expect)
+            .unwrap_or_default();
+        if given != md5 {
+            return Err(s3_error!(BadDigest, "Content-MD5 does not match the body"));
+        }
+    }
+    if let Some(len) = content_length
+        && len as u64 != size
+    {
+        return Err(s3_error!(IncompleteBody));
+    }
+    Ok(())
+}
+
+pub(super) fn io_err(e: std::io::Error) -> s3s::S3Error {
     s3_error!(e, InternalError)
 }
 
 impl Backend {
-    fn bucket(&self, name: &str) -> S3Result<Arc<Bucket>> {
+    pub(super) fn bucket(&self, name: &str) -> S3Result<Arc<Bucket>> {
         self.storage
             .bucket(name)
             .ok_or_else(|| s3_error!(NoSuchBucket))
@@ -75,7 +109,7 @@ fn check_if_match(cond: &Option<ETagCondition>, m: &Meta) -> S3Result<()> {
     }
 }
 
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -253,23 +287,9 @@ impl S3 for Backend {
         }
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let (data, size, md5) = self.write_data(&b, body).await?;
-        let cleanup = |data: &str| {
-            let _ = std::fs::remove_file(b.data_dir().join(data));
-        };
-        if let Some(expect) = &input.content_md5 {
-            let given = base64::engine::general_purpose::STANDARD
-                .decode(expect)
-                .unwrap_or_default();
-            if given != md5 {
-                cleanup(&data);
-                return Err(s3_error!(BadDigest, "Content-MD5 does not match the body"));
-            }
-        }
-        if let Some(len) = input.content_length
-            && len as u64 != size
-        {
-            cleanup(&data);
-            return Err(s3_error!(IncompleteBody));
+        if let Err(e) = check_body(&input.content_md5, input.content_length, md5, size) {
+            let _ = std::fs::remove_file(b.data_dir().join(&data));
+            return Err(e);
         }
         let etag = hex::encode(md5);
         let meta = Meta {
@@ -286,6 +306,34 @@ impl S3 for Backend {
             e_tag: Some(ETag::Strong(etag)),
             ..Default::default()
         }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.mp_create(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.mp_upload_part(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.mp_complete(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.mp_abort(req).await
     }
 
     async fn copy_object(

@@ -4,7 +4,7 @@
 //! Lock: one std `Mutex` over the fault plan, held only to read and update it (never across the
 //! inner store's await).
 
-use super::{Chunks, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use super::{Chunks, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError, StoreResult};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +17,11 @@ pub enum Op {
     Get,
     List,
     Put,
+    /// CreateMultipartUpload.
+    CreateMultipart,
+    UploadPart,
+    CompleteMultipart,
+    AbortMultipart,
     Copy,
     Delete,
 }
@@ -114,6 +119,37 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
     ) -> StoreResult<Option<String>> {
         self.enter(Op::Put)?;
         self.inner.put_file(key, path, len, md5, opts).await
+    }
+
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
+        self.enter(Op::CreateMultipart)?;
+        self.inner.create_multipart(key, opts).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> StoreResult<String> {
+        self.enter(Op::UploadPart)?;
+        self.inner.upload_part(key, upload_id, number, body).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+    ) -> StoreResult<Option<String>> {
+        self.enter(Op::CompleteMultipart)?;
+        self.inner.complete_multipart(key, upload_id, parts).await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        self.enter(Op::AbortMultipart)?;
+        self.inner.abort_multipart(key, upload_id).await
     }
 
     async fn copy(

@@ -5,9 +5,13 @@
 //! prefix counted once toward `max_keys`, and the page token is the last key or prefix returned
 //! (a ListObjects v1 marker), so a page never repeats a prefix the previous page ended with.
 
-use super::{Chunks, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use super::{
+    Chunks, ListPage, MIN_PART_SIZE, ObjectInfo, ObjectStore, Part, PutOptions, StoreError,
+    StoreResult,
+};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use md5::Digest;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -95,9 +99,30 @@ struct Stored {
     opts: PutOptions,
 }
 
+/// The ETag S3 gives a multipart object: MD5 of the parts' MD5s, then `-<count>` (hex, no
+/// quotes).
+pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
+    let mut h = md5::Md5::new();
+    for m in part_md5s {
+        h.update(m);
+    }
+    format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
+}
+
+/// An unfinished multipart upload.
+struct Upload {
+    key: String,
+    opts: PutOptions,
+    parts: BTreeMap<u32, (Bytes, String)>,
+}
+
 /// A bucket held in memory. `page_size` caps every listing page (to exercise paging in tests).
+/// Multipart follows the strictest stores: parts but the last at least 5 MiB and all of one size
+/// (Cloudflare R2); `without_multipart` answers NotImplemented, as small gateways do.
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Stored>>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    multipart: bool,
     page_size: usize,
 }
 
@@ -111,7 +136,28 @@ impl MemoryStore {
     pub fn new(page_size: usize) -> Self {
         Self {
             objects: Mutex::new(BTreeMap::new()),
+            uploads: Mutex::new(HashMap::new()),
+            multipart: true,
             page_size: page_size.max(1),
+        }
+    }
+
+    /// A store that refuses multipart upload (NotImplemented).
+    pub fn without_multipart(mut self) -> Self {
+        self.multipart = false;
+        self
+    }
+
+    /// Unfinished multipart uploads (to check that none leak).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().unwrap().len()
+    }
+
+    fn upload_err(code: &str, message: &str) -> StoreError {
+        StoreError::Service {
+            status: 400,
+            code: Some(code.into()),
+            message: Some(message.into()),
         }
     }
 
@@ -194,7 +240,6 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
-        use md5::Digest;
         let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
         let stored = Stored {
             data: body,
@@ -204,6 +249,96 @@ impl ObjectStore for MemoryStore {
         };
         self.objects.lock().unwrap().insert(key.to_string(), stored);
         Ok(Some(etag))
+    }
+
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
+        if !self.multipart {
+            return Err(StoreError::NotImplemented("NotImplemented".into()));
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = format!(
+            "upload-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let up = Upload {
+            key: key.to_string(),
+            opts,
+            parts: BTreeMap::new(),
+        };
+        self.uploads.lock().unwrap().insert(id.clone(), up);
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> StoreResult<String> {
+        let mut ups = self.uploads.lock().unwrap();
+        let up = ups
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| Self::upload_err("NoSuchUpload", upload_id))?;
+        if !(1..=super::MAX_PARTS).contains(&number) {
+            return Err(Self::upload_err("InvalidArgument", "part number"));
+        }
+        let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
+        up.parts.insert(number, (body, etag.clone()));
+        Ok(etag)
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+    ) -> StoreResult<Option<String>> {
+        let mut ups = self.uploads.lock().unwrap();
+        let up = ups
+            .get(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| Self::upload_err("NoSuchUpload", upload_id))?;
+        if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
+            return Err(Self::upload_err("InvalidPartOrder", "parts must ascend"));
+        }
+        let mut bodies = Vec::new();
+        for p in &parts {
+            match up.parts.get(&p.number) {
+                Some((b, e)) if *e == p.etag => bodies.push(b.clone()),
+                _ => return Err(Self::upload_err("InvalidPart", "unknown part or ETag")),
+            }
+        }
+        let (last, rest) = bodies.split_last().unwrap();
+        if rest.iter().any(|b| (b.len() as u64) < MIN_PART_SIZE) {
+            return Err(Self::upload_err("EntityTooSmall", "part under 5 MiB"));
+        }
+        if rest.iter().any(|b| b.len() != rest[0].len())
+            || rest.first().is_some_and(|f| last.len() > f.len())
+        {
+            return Err(Self::upload_err("InvalidPart", "parts of unequal size"));
+        }
+        let md5s: Vec<[u8; 16]> = bodies.iter().map(|b| md5::Md5::digest(b).into()).collect();
+        let mut data = Vec::with_capacity(bodies.iter().map(|b| b.len()).sum());
+        for b in &bodies {
+            data.extend_from_slice(b);
+        }
+        let etag = format!("\"{}\"", multipart_etag(&md5s));
+        let up = ups.remove(upload_id).unwrap();
+        let stored = Stored {
+            data: data.into(),
+            etag: etag.clone(),
+            modified: SystemTime::now(),
+            opts: up.opts,
+        };
+        self.objects.lock().unwrap().insert(key.to_string(), stored);
+        Ok(Some(etag))
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
+        self.uploads.lock().unwrap().remove(upload_id);
+        Ok(())
     }
 
     async fn copy(

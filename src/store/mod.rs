@@ -4,7 +4,7 @@
 //! and against an in-memory twin in fast unit tests, without either leaking into the other.
 //!
 //! Structure: [`ObjectStore`] is the whole surface the core uses (head, ranged get, one list page,
-//! put, delete, bucket check). Implementations: [`sdk::SdkStore`] (the only file that names aws
+//! put, multipart upload, copy, delete, bucket check). Implementations: [`sdk::SdkStore`] (the only file that names aws
 //! types) and [`memory::MemoryStore`]. Errors are one [`StoreError`] enum; the filesystem decides
 //! errno from it in `fs/error.rs`.
 //!
@@ -53,6 +53,22 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
 }
+
+/// One uploaded part of a multipart upload: its number (from 1) and the ETag the server gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub number: u32,
+    pub etag: String,
+}
+
+/// S3's multipart rules: every part but the last is at least this large.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
+/// S3's largest object (multipart).
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+/// S3's largest part number. Some stores allow fewer (1,000): the mount's `--max-parts`.
+pub const MAX_PARTS: u32 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -153,6 +169,38 @@ pub trait ObjectStore: Send + Sync + 'static {
             self.put(key, body, opts).await
         }
     }
+
+    /// Starts a multipart upload of `key` carrying `opts`' headers; returns the upload id.
+    /// `NotImplemented` when the server has no multipart upload.
+    fn create_multipart(
+        &self,
+        key: &str,
+        opts: PutOptions,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
+
+    /// Uploads part `number` (from 1) with Content-MD5; returns the part's ETag.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
+
+    /// Joins `parts` (ascending numbers) into the object; returns its ETag when sent.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    /// Drops an unfinished upload and its parts.
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Server-side copy of `src` to `dst` (CopyObject). With `replace`, the copy carries these
     /// headers instead of the source's (`x-amz-metadata-directive: REPLACE`).

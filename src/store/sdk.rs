@@ -9,7 +9,7 @@
 //! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
 //!   S3 code but never a credential.
 
-use super::{Chunks, ListPage, ObjectInfo, ObjectStore, PutOptions, StoreError, StoreResult};
+use super::{Chunks, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError, StoreResult};
 use crate::config::S3Settings;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -339,6 +339,94 @@ impl ObjectStore for SdkStore {
                 StoreError::Other(format!("reading staged data {}: {e}", path.display()))
             })?;
         self.put_body(key, body, len, md5, opts).await
+    }
+
+    async fn create_multipart(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(opts.content_type)
+            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Other("CreateMultipartUpload answered no upload id".into()))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> StoreResult<String> {
+        use md5::Digest;
+        let md5 = md5::Md5::digest(&body);
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(body.len() as i64)
+            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        out.e_tag()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Other(format!("UploadPart {number} answered no ETag")))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+    ) -> StoreResult<Option<String>> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts
+            .into_iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(p.etag)
+                    .build()
+            })
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(())
     }
 
     async fn copy(

@@ -3,49 +3,92 @@
 //! A file opened for writing gets one [`WriteState`] per inode, shared by all its write handles
 //! (so two writers on one mount see each other's bytes and the last close uploads the result).
 //! Its bytes live in [`staging::Staging`]; `flush` (every `close`) and `fsync` upload the whole
-//! file as one PutObject with Content-MD5 when it changed. A failed upload fails that `close` or
-//! `fsync`; if the last handle closes with the upload still failing, the bytes are moved to
-//! `<cache-dir>/recovered/` and the log names the file.
+//! file when it changed: as one PutObject with Content-MD5 up to `--multipart-threshold`, above it
+//! as a multipart upload whose parts a sequential writer already sent while writing
+//! (`multipart.rs`). A failed upload fails that `close` or `fsync`; if the last handle closes
+//! with the upload still failing, the bytes are moved to `<cache-dir>/recovered/` and the log
+//! names the file.
 //!
-//! Opening an existing object for writing without `O_TRUNC` loads it into staging first (the
-//! whole object; fetching only the needed ranges is a later refinement).
+//! Opening an existing object for writing without `O_TRUNC` fetches nothing up front: `base.rs`
+//! fetches the blocks a write or read needs, and the rest before the upload.
 //!
 //! Directories: `mkdir` writes a `dir/` marker with `Content-Type: application/x-directory`;
 //! `rmdir` refuses (ENOTEMPTY) while anything but the marker is under the prefix; removing the
 //! last entry of a directory writes its marker, so the directory does not vanish with it.
 
 mod attrs;
+mod base;
+mod multipart;
 mod rename;
 pub mod staging;
+
+pub use multipart::{UPLOAD_SLOTS, upload_slots};
 
 pub use attrs::SetAttr;
 pub use rename::{DIR_RENAME_MAX_BYTES, DIR_RENAME_MAX_OBJECTS};
 
 use super::inode::{Inode, Kind, Stat};
 use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs};
-use crate::store::{ObjectStore, PutOptions, StoreError};
+use crate::store::{MAX_OBJECT_SIZE, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 use staging::{Source, Staging};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// The largest object one PutObject may carry (the S3 limit). Files are uploaded in one
-/// PutObject until multipart lands, so writing past it fails at write time with EFBIG.
+/// The largest object one PutObject may carry (the S3 limit). Without multipart, writing past
+/// it fails at write time with EFBIG.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
-/// Bytes fetched per GET when loading an existing object into staging.
-const LOAD_STEP: u64 = 8 << 20;
 
 pub struct WriteState {
     key: String,
     staging: Staging,
+    /// Parts of the object opened on, not yet fetched; `None` when staging holds every byte.
+    base: Option<base::Base>,
+    /// The multipart upload in progress, if any.
+    session: Option<multipart::Session>,
+    /// Every write so far continued the previous one (from `seq_start` to `seq_end`).
+    streaming: bool,
+    seq_start: u64,
+    seq_end: u64,
     /// Changed since the last successful upload.
     dirty: bool,
     handles: u32,
 }
 
 impl WriteState {
-    pub fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
-        self.staging.read_at(offset, len).map_err(io_err)
+    fn new(key: String, staging: Staging, base: Option<base::Base>) -> Self {
+        let len = staging.len();
+        Self {
+            key,
+            staging,
+            base,
+            session: None,
+            streaming: true,
+            seq_start: len,
+            seq_end: len,
+            dirty: false,
+            handles: 0,
+        }
+    }
+
+    /// The file was cut or extended to `len`.
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        let old = self.staging.len();
+        self.staging.truncate(len).map_err(io_err)?;
+        if let Some(b) = &mut self.base {
+            b.truncate(len);
+        }
+        if let Some(s) = &mut self.session {
+            s.touch(old.min(len), old.max(len));
+        }
+        if len == 0 {
+            self.streaming = true;
+            (self.seq_start, self.seq_end) = (0, 0);
+        } else if len != self.seq_end {
+            self.streaming = false;
+        }
+        self.dirty = true;
+        Ok(())
     }
 }
 
@@ -66,28 +109,32 @@ impl<S: ObjectStore> S3Fs<S> {
         }
     }
 
-    /// A new write state for `inode`, loaded with the object's bytes unless `truncate`.
-    async fn new_state(&self, inode: &Inode, truncate: bool) -> Result<WriteState> {
+    /// A new write state for `inode`: empty with `truncate`, else over the object's bytes
+    /// (fetched when needed).
+    fn new_state(&self, inode: &Inode, truncate: bool) -> Result<WriteState> {
         let mut staging = Staging::new(&self.opts.cache_dir, self.opts.write_buffer);
         let stat = inode.stat();
-        if !truncate && stat.size > 0 {
-            let mut off = 0;
-            while off < stat.size {
-                let end = (off + LOAD_STEP).min(stat.size);
-                let c = self
-                    .store
-                    .get_range(&self.inodes.key(inode), off, end, stat.etag.as_deref())
-                    .await?;
-                staging.write_at(off, &c.to_bytes()).map_err(io_err)?;
-                off = end;
-            }
-        }
-        Ok(WriteState {
-            key: self.inodes.key(inode),
-            staging,
-            dirty: truncate,
-            handles: 0,
-        })
+        let base = if !truncate && stat.size > 0 {
+            staging.truncate(stat.size).map_err(io_err)?;
+            Some(base::Base::new(stat.size, stat.etag.clone()))
+        } else {
+            None
+        };
+        let mut w = WriteState::new(self.inodes.key(inode), staging, base);
+        w.dirty = truncate;
+        Ok(w)
+    }
+
+    /// Bytes `[offset, offset + len)` of a file being written.
+    pub(super) async fn read_writing(
+        &self,
+        w: &tokio::sync::Mutex<WriteState>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes> {
+        let mut g = w.lock().await;
+        self.fetch(&mut g, offset, offset + len).await?;
+        g.staging.read_at(offset, len).map_err(io_err)
     }
 
     /// Joins (or starts) the write state of `inode` for one more handle.
@@ -96,13 +143,12 @@ impl<S: ObjectStore> S3Fs<S> {
             let mut w = w.lock().await;
             w.handles += 1;
             if truncate {
-                w.staging.truncate(0).map_err(io_err)?;
-                w.dirty = true;
+                w.truncate(0)?;
                 self.note_size(inode, 0);
             }
             return Ok(());
         }
-        let mut state = self.new_state(inode, truncate).await?;
+        let mut state = self.new_state(inode, truncate)?;
         state.handles = 1;
         if truncate {
             self.note_size(inode, 0);
@@ -141,15 +187,12 @@ impl<S: ObjectStore> S3Fs<S> {
         };
         self.writers.lock().unwrap().remove(&ino);
         if let Err(e) = &res {
-            let state = std::mem::replace(
-                &mut *g,
-                WriteState {
-                    key: String::new(),
-                    staging: Staging::new(&self.opts.cache_dir, 0),
-                    dirty: false,
-                    handles: 0,
-                },
-            );
+            self.drop_session(&mut g).await;
+            if let Err(fe) = self.fetch_all(&mut g).await {
+                tracing::warn!(key = g.key, error = %fe, "parts of the original object could not be fetched; the kept copy has zeros there");
+            }
+            let empty = WriteState::new(String::new(), Staging::new(&self.opts.cache_dir, 0), None);
+            let state = std::mem::replace(&mut *g, empty);
             match state.staging.persist(&state.key) {
                 Ok(p) => tracing::error!(
                     key = state.key,
@@ -172,23 +215,40 @@ impl<S: ObjectStore> S3Fs<S> {
         inode.set_stat(st);
     }
 
-    /// Uploads the whole file as one PutObject if it changed.
+    /// Uploads the whole file if it changed: multipart above the threshold (when the server
+    /// has it), else one PutObject.
     pub(super) async fn upload(&self, inode: &Inode, w: &mut WriteState) -> Result<()> {
         if !w.dirty {
             return Ok(());
         }
         let len = w.staging.len();
-        let opts = PutOptions {
-            content_type: None,
-            metadata: self.upload_headers(inode),
-        };
-        let etag = match w.staging.source() {
-            Source::Memory(b) => self.store.put(&w.key, b, opts).await?,
-            Source::File(path, len) => {
-                let md5 = w.staging.md5().map_err(io_err)?;
-                self.store.put_file(&w.key, path, len, md5, opts).await?
+        let headers = self.upload_headers(inode);
+        let mut etag = None;
+        let mut sent = false;
+        if self.multipart_enabled() && len > self.opts.multipart_threshold {
+            match self.upload_multipart(w, headers.clone()).await {
+                Ok(e) => (etag, sent) = (e, true),
+                // Refused by the server: the same bytes go out as one PutObject below.
+                Err(Error::Store(StoreError::NotImplemented(_))) if len <= MAX_SINGLE_PUT => {}
+                Err(e) => return Err(e),
             }
-        };
+        } else if w.session.is_some() {
+            self.drop_session(w).await;
+        }
+        if !sent {
+            self.fetch_all(w).await?;
+            let opts = PutOptions {
+                content_type: None,
+                metadata: headers,
+            };
+            etag = match w.staging.source() {
+                Source::Memory(b) => self.store.put(&w.key, b, opts).await?,
+                Source::File(path, len) => {
+                    let md5 = w.staging.md5().map_err(io_err)?;
+                    self.store.put_file(&w.key, path, len, md5, opts).await?
+                }
+            };
+        }
         w.dirty = false;
         // Some servers omit the ETag on PUT: ask, so later reads carry If-Match.
         let etag = match etag {
@@ -206,20 +266,43 @@ impl<S: ObjectStore> S3Fs<S> {
         Ok(())
     }
 
+    /// The largest file this mount can upload now.
+    fn max_file_size(&self) -> u64 {
+        if self.multipart_enabled() {
+            MAX_OBJECT_SIZE
+        } else {
+            MAX_SINGLE_PUT
+        }
+    }
+
     /// Writes through handle `fh`.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let ino = self.handle_ino(fh)?;
-        if offset + data.len() as u64 > MAX_SINGLE_PUT {
+        let end = offset + data.len() as u64;
+        if end > self.max_file_size() {
             return Err(Error::TooBig);
         }
         let w = self.writer(ino).ok_or(Error::BadHandle)?;
+        let inode = self.inodes.get(ino);
         let mut g = w.lock().await;
+        self.prepare_overwrite(&mut g, offset, end).await?;
         g.staging.write_at(offset, data).map_err(io_err)?;
         g.dirty = true;
+        if let Some(s) = &mut g.session {
+            s.touch(offset, end);
+        }
+        if g.streaming && offset == g.seq_end {
+            g.seq_end = end;
+        } else {
+            g.streaming = false;
+        }
         let len = g.staging.len();
-        drop(g);
-        if let Some(inode) = self.inodes.get(ino) {
-            self.note_size(&inode, len);
+        if let Some(inode) = &inode {
+            if self.opts.multipart && len > self.opts.multipart_threshold {
+                self.stream_parts(&mut g, self.upload_headers(inode)).await;
+            }
+            drop(g);
+            self.note_size(inode, len);
         }
         Ok(data.len() as u32)
     }
@@ -282,17 +365,14 @@ impl<S: ObjectStore> S3Fs<S> {
         if inode.kind == Kind::Dir {
             return Err(Error::IsDir);
         }
-        if size > MAX_SINGLE_PUT {
+        if size > self.max_file_size() {
             return Err(Error::TooBig);
         }
         if let Some(w) = self.writer(ino) {
-            let mut g = w.lock().await;
-            g.staging.truncate(size).map_err(io_err)?;
-            g.dirty = true;
+            w.lock().await.truncate(size)?;
         } else {
-            let mut state = self.new_state(&inode, size == 0).await?;
-            state.staging.truncate(size).map_err(io_err)?;
-            state.dirty = true;
+            let mut state = self.new_state(&inode, size == 0)?;
+            state.truncate(size)?;
             self.upload(&inode, &mut state).await?;
         }
         self.note_size(&inode, size);

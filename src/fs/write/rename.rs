@@ -64,6 +64,7 @@ impl<S: ObjectStore> S3Fs<S> {
                 if let Some(w) = self.writer(src.ino) {
                     let mut g = w.lock().await;
                     self.upload(&src, &mut g).await?;
+                    self.fetch_all(&mut g).await?; // nothing may depend on the old key
                     g.key = new_key.clone();
                 }
                 self.store.copy(&src_key, &new_key, None).await?;

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bytes copied per step when hashing or copying a spilled file.
 const COPY_STEP: usize = 1 << 20;
@@ -21,8 +22,9 @@ pub struct Staging {
     dir: PathBuf,
     limit: u64,
     mem: Vec<u8>,
-    /// The spill file (holds all bytes once present) and its path.
-    file: Option<(File, PathBuf)>,
+    /// The spill file (holds all bytes once present) and its path. Shared with part uploads,
+    /// which read their bytes from it outside the write lock.
+    file: Option<(Arc<File>, PathBuf)>,
     len: u64,
 }
 
@@ -66,8 +68,16 @@ impl Staging {
         file.write_all_at(&self.mem, 0)?;
         file.set_len(self.len)?;
         self.mem = Vec::new();
-        self.file = Some((file, path));
+        self.file = Some((Arc::new(file), path));
         Ok(())
+    }
+
+    /// The spill file (spilling now if the bytes are in memory), for readers outside the lock.
+    pub fn shared_file(&mut self) -> io::Result<Arc<File>> {
+        if self.file.is_none() {
+            self.spill()?;
+        }
+        Ok(self.file.as_ref().map(|(f, _)| f.clone()).unwrap())
     }
 
     /// Writes `data` at `off`; a gap before it reads as zeros.
