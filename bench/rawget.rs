@@ -1,8 +1,8 @@
 //! Raw S3 reference client for the benchmarks: the same SDK and server as the mount, no FUSE.
 //! Endpoint and keys from BENCH_ENDPOINT, BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BENCH_BUCKET.
 //!
-//! rawget populate-big KEY MIB | populate-many PREFIX N | get-single KEY | get-parallel KEY
-//!        PART_MIB CONC | random KEY N BYTES CONC | list PREFIX
+//! rawget populate-big KEY MIB | put-multipart KEY MIB PART_MIB CONC | populate-many PREFIX N |
+//!        get-single KEY | get-parallel KEY PART_MIB CONC | random KEY N BYTES CONC | list PREFIX
 //! Prints one line: `<what> seconds=<s> mib_s=<MiB/s> ops_s=<ops/s>`.
 
 use aws_sdk_s3::Client;
@@ -75,6 +75,88 @@ fn report(what: &str, start: Instant, bytes: u64, ops: u64) {
     );
 }
 
+/// A temp file of `mib` MiB of pseudo-random (incompressible) bytes.
+fn random_file(mib: usize) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("rawget-{}", std::process::id()));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for ch in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ch.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+    }
+    path
+}
+
+/// One multipart upload of the file at `path`: parts of `part` bytes, `conc` in flight, each
+/// read from the file just before it is sent.
+async fn put_multipart(
+    c: &Client,
+    b: &str,
+    key: &str,
+    path: &std::path::Path,
+    part: u64,
+    conc: usize,
+) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use std::os::unix::fs::FileExt;
+    let len = std::fs::metadata(path).unwrap().len();
+    let file = std::sync::Arc::new(std::fs::File::open(path).unwrap());
+    let id = c
+        .create_multipart_upload()
+        .bucket(b)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap();
+    let parts: Vec<CompletedPart> = futures::stream::iter(0..len.div_ceil(part))
+        .map(|i| {
+            let (file, id) = (file.clone(), id.clone());
+            async move {
+                let n = part.min(len - i * part) as usize;
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, i * part).unwrap();
+                let out = c
+                    .upload_part()
+                    .bucket(b)
+                    .key(key)
+                    .upload_id(id)
+                    .part_number(i as i32 + 1)
+                    .body(ByteStream::from(buf))
+                    .send()
+                    .await
+                    .unwrap();
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .set_e_tag(out.e_tag)
+                    .build()
+            }
+        })
+        .buffered(conc)
+        .collect()
+        .await;
+    c.complete_multipart_upload()
+        .bucket(b)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -84,22 +166,7 @@ async fn main() {
         "populate-big" => {
             let mib: usize = a(2).parse().unwrap();
             // Pseudo-random, incompressible, written by one PUT from a temp file.
-            let path = std::env::temp_dir().join(format!("rawget-{}", std::process::id()));
-            {
-                use std::io::Write;
-                let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-                let mut x: u64 = 0x2545F4914F6CDD1D;
-                let mut buf = vec![0u8; 1 << 20];
-                for _ in 0..mib {
-                    for ch in buf.chunks_mut(8) {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        ch.copy_from_slice(&x.to_le_bytes());
-                    }
-                    f.write_all(&buf).unwrap();
-                }
-            }
+            let path = random_file(mib);
             let start = Instant::now();
             let body = ByteStream::from_path(&path).await.unwrap();
             c.put_object()
@@ -110,6 +177,16 @@ async fn main() {
                 .await
                 .unwrap();
             report("put", start, (mib as u64) << 20, 1);
+            std::fs::remove_file(path).unwrap();
+        }
+        "put-multipart" => {
+            let mib: usize = a(2).parse().unwrap();
+            let part = a(3).parse::<u64>().unwrap() << 20;
+            let conc: usize = a(4).parse().unwrap();
+            let path = random_file(mib);
+            let start = Instant::now();
+            put_multipart(&c, &b, &a(1), &path, part, conc).await;
+            report("put-multipart", start, (mib as u64) << 20, 1);
             std::fs::remove_file(path).unwrap();
         }
         "populate-many" => {

@@ -34,8 +34,9 @@ class Mounted:
         os.makedirs(self.mnt, exist_ok=True)
         # No drop_caches: a fresh mount starts with an empty kernel cache for its files, and the
         # server's own file stays in the OS cache for every tool and for raw alike.
-        if self.tool == "s3mount":
-            sh([BIN, BUCKET, self.mnt, "--endpoint", EP] + (["--read-write"] if self.writable else []), env=ENV)
+        if self.tool.startswith("s3mount"):
+            extra = {"s3mount": [], "s3mount-single": ["--no-multipart"]}[self.tool]
+            sh([BIN, BUCKET, self.mnt, "--endpoint", EP] + ([] if self.writable else ["--read-only"]) + extra, env=ENV)
             self.pid = int(sh(["pgrep", "-n", "-f", f"s3mount {BUCKET} {self.mnt}"]).stdout.split()[0])
         elif self.tool == "s3fs":
             pw = os.path.join(WORK, "s3fs.passwd")

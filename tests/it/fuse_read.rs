@@ -219,7 +219,7 @@ fn object_replaced_under_open_handle_gives_eio() {
 fn read_only_mount_refuses_writes() {
     let a = Area::new("ro");
     a.put("f", "x");
-    let m = a.mount(&[]);
+    let m = a.mount(&["--read-only"]);
     let e = std::fs::OpenOptions::new()
         .write(true)
         .open(m.join("f"))

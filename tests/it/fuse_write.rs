@@ -1,6 +1,6 @@
-//! The write path over a real FUSE mount (`--read-write`): bytes written read back, on the
-//! mount and on the server (size, MD5); namespace changes; a failed upload fails `close` and
-//! keeps the bytes on local disk.
+//! The write path over a real FUSE mount (read-write is the default): bytes written read back,
+//! on the mount and on the server (size, MD5, ETag shape, headers) through multipart and single
+//! PUT; namespace changes; a failed upload fails `close` and keeps the bytes on local disk.
 
 use crate::common::*;
 use md5::Digest;
@@ -61,6 +61,66 @@ fn written_files_read_back_here_and_on_the_server() {
         b"hello world\n"
     );
     assert_eq!(std::fs::metadata(m.join("empty")).unwrap().len(), 0);
+}
+
+/// The multipart path (a file above the threshold) and the single-PUT path (`--no-multipart`),
+/// both checked on the server: size, MD5 of the body, ETag shape, the mode header. The mounts use
+/// no `--read-write`: it is the default.
+#[test]
+fn multipart_and_single_put_uploads_checked_on_the_server() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let a = Area::new("wmp");
+    let data = pseudo_random(21 << 20, 9);
+    let want_md5 = <[u8; 16]>::from(md5::Md5::digest(&data));
+    let cases: [(&[&str], &str, Option<u32>); 2] = [
+        (
+            &["--multipart-threshold", "8M", "--part-size", "5M"],
+            "mp.bin",
+            Some(5),
+        ),
+        (
+            &["--multipart-threshold", "8M", "--no-multipart"],
+            "single.bin",
+            None,
+        ),
+    ];
+    for (flags, name, parts) in cases {
+        let m = a.mount(flags);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(m.join(name))
+            .unwrap();
+        for c in data.chunks(1 << 20) {
+            f.write_all(c).unwrap();
+        }
+        f.sync_all().unwrap();
+        drop(f);
+        assert_eq!(
+            std::fs::read(m.join(name)).unwrap(),
+            data,
+            "{name} on the mount"
+        );
+        drop(m);
+        let info = block_on(a.store.head(&format!("{}{name}", a.prefix))).unwrap();
+        assert_eq!(
+            server_md5(&a, name),
+            (data.len() as u64, want_md5),
+            "{name}"
+        );
+        let etag = info.etag.clone().unwrap_or_default();
+        match parts {
+            Some(n) => assert!(etag.ends_with(&format!("-{n}\"")), "{name}: {etag}"),
+            None => assert_eq!(etag.trim_matches('"'), hex::encode(want_md5), "{name}"),
+        }
+        assert_eq!(
+            info.metadata.get("mode").map(String::as_str),
+            Some("33152"),
+            "{name}: mode 0600 stored as s3fs does"
+        );
+    }
 }
 
 #[test]
