@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine as root: install fuse3 if missing, build s3mount,
-# start its embedded S3 server on loopback with a demo bucket, mount the bucket, list it and read
-# from it, then unmount and stop. `./demo.sh --keep` leaves the mount up and says how to stop it.
+# start its embedded S3 server on loopback with a demo bucket, mount the bucket, list it, read from
+# it, write to it (mkdir, a multipart file, rename), then unmount and stop. `./demo.sh --keep` leaves the mount up and says how to stop it.
 set -euo pipefail
 cd "$(dirname "$0")"
 keep=${1:-}
@@ -51,6 +51,20 @@ end=$(date +%s.%N)
 echo "   original: $a"
 echo "   mounted:  $b   ($(python3 -c "print(round(64/($end-$start)))") MiB/s)"
 [ "$a" = "$b" ] && echo "== OK: the mount serves the bucket byte for byte"
+
+echo "== writing: mkdir, a 100 MiB file (multipart, parts sent while writing), rename"
+mkdir "$work/mnt/new"
+start=$(date +%s.%N)
+dd if="$work/seed/random-64M.bin" of="$work/mnt/new/copy.bin" bs=1M conv=fsync status=none
+head -c $((36 << 20)) "$work/seed/random-64M.bin" >> "$work/mnt/new/copy.bin"
+end=$(date +%s.%N)
+mv "$work/mnt/new" "$work/mnt/renamed"
+ls -la "$work/mnt/renamed"
+want=$(cat "$work/seed/random-64M.bin" <(head -c $((36 << 20)) "$work/seed/random-64M.bin") | sha256sum | cut -d' ' -f1)
+got=$(sha256sum < "$work/mnt/renamed/copy.bin" | cut -d' ' -f1)
+echo "   written: $want"
+echo "   read:    $got   (write $(python3 -c "print(round(100/($end-$start)))") MiB/s)"
+[ "$want" = "$got" ] && echo "== OK: written, renamed and read back byte for byte"
 
 if [ "$keep" = "--keep" ]; then
   echo "Left mounted at $work/mnt. Stop with: fusermount3 -u $work/mnt; kill $server"

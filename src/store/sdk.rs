@@ -164,6 +164,27 @@ impl SdkStore {
     }
 }
 
+/// A CompleteMultipartUpload the SDK could not parse although the server answered 200 without an
+/// `<Error>`: some servers name the root element differently (moto, some gateways send
+/// `CompleteMultipartUploadResponse`). The upload is complete; the ETag is read from the body.
+fn completed_anyway<E>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<Option<String>> {
+    let raw = err.raw_response()?;
+    if raw.status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
+    if body.contains("<Error>") || !body.contains("CompleteMultipartUpload") {
+        return None;
+    }
+    let etag = body
+        .split_once("<ETag>")
+        .and_then(|(_, rest)| rest.split_once("</ETag>"))
+        .map(|(e, _)| e.replace("&quot;", "\"").replace("&#34;", "\""));
+    Some(etag)
+}
+
 /// Percent-encodes a key for `x-amz-copy-source` (everything but unreserved bytes and `/`).
 fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -412,9 +433,14 @@ impl ObjectStore for SdkStore {
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        Ok(out.e_tag().map(str::to_string))
+            .await;
+        match out {
+            Ok(out) => Ok(out.e_tag().map(str::to_string)),
+            Err(e) => match completed_anyway(&e) {
+                Some(etag) => Ok(etag),
+                None => Err(self.map_err(e)),
+            },
+        }
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
