@@ -131,6 +131,8 @@ async fn put_multipart(
                     .upload_id(id)
                     .part_number(i as i32 + 1)
                     .body(ByteStream::from(buf))
+                    .customize()
+                    .disable_payload_signing()
                     .send()
                     .await
                     .unwrap();
@@ -143,6 +145,7 @@ async fn put_multipart(
         .buffered(conc)
         .collect()
         .await;
+    let t = Instant::now();
     c.complete_multipart_upload()
         .bucket(b)
         .key(key)
@@ -155,6 +158,9 @@ async fn put_multipart(
         .send()
         .await
         .unwrap();
+    if std::env::var_os("RAWGET_TIMES").is_some() {
+        eprintln!("complete took {:.3}s", t.elapsed().as_secs_f64());
+    }
 }
 
 #[tokio::main]

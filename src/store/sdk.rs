@@ -5,6 +5,9 @@
 //!   aws-chunked bodies, which MinIO, Ceph, OSS and small gateways reject;
 //! - path or virtual-hosted addressing decided by the resolved config (auto: path style for IPs,
 //!   `localhost` and explicit ports);
+//! - bodies are not hashed for the signature (`UNSIGNED-PAYLOAD`): Content-MD5 already lets the
+//!   server verify them, and SHA-256 of every byte on both ends cost more than the transfer (perf:
+//!   70% of the embedded server's time on 8 MiB parts);
 //! - a short connect timeout, so an unreachable endpoint fails the mount in seconds, not minutes;
 //! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
 //!   S3 code but never a credential.
@@ -118,6 +121,8 @@ impl SdkStore {
             .set_content_type(opts.content_type)
             .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
             .body(body)
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
@@ -397,6 +402,8 @@ impl ObjectStore for SdkStore {
             .content_length(body.len() as i64)
             .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
