@@ -70,6 +70,15 @@ pub struct MountArgs {
     /// Upload every file in one PutObject (files up to 5 GiB); also `-o no_multipart`.
     #[arg(long)]
     pub no_multipart: bool,
+    /// Multipart upload: auto (detect), on, off (same as --no-multipart).
+    #[arg(long)]
+    pub multipart: Option<String>,
+    /// ListObjects version: auto (v2, falling back to v1 when the server lacks it), 1 or 2.
+    #[arg(long)]
+    pub list_version: Option<String>,
+    /// Server-side CopyObject for rename and metadata changes: auto (detect), on, off (GET -> PUT).
+    #[arg(long)]
+    pub copy: Option<String>,
     /// Profile to use when SOURCE names none (default: $AWS_PROFILE, then `default`).
     #[arg(long)]
     pub profile: Option<String>,
@@ -115,6 +124,11 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub addr: String,
+    /// Behave like a gateway that lacks calls (answered 501 NotImplemented): comma-separated
+    /// no-multipart, list-v1, no-copy, no-head-bucket, no-delete-objects, or the presets
+    /// minio-no-multipart and seven-call (also $S3MOUNT_SERVE_EMULATE).
+    #[arg(long)]
+    pub emulate: Option<String>,
     /// Access key clients must sign with (default: $S3MOUNT_SERVE_ACCESS_KEY or `s3mount`).
     #[arg(long)]
     pub access_key: Option<String>,

@@ -82,6 +82,12 @@ pub struct TomlProfile {
     pub verify_tls: Option<bool>,
     /// Attempts per request, first try included.
     pub max_retries: Option<u32>,
+    /// `auto` (detect), `on` or `off`: multipart upload for large files.
+    pub multipart: Option<String>,
+    /// `auto` (detect), `1` or `2`: ListObjects version.
+    pub list_version: Option<String>,
+    /// `auto` (detect), `on` or `off`: server-side CopyObject (off: GET -> PUT).
+    pub copy: Option<String>,
 }
 
 /// s3mount's TOML file.

@@ -68,6 +68,12 @@ pub struct S3Settings {
     pub verify_tls: bool,
     /// Attempts per request, first try included.
     pub max_retries: u32,
+    /// Multipart upload: `None` detect, or fixed by the profile.
+    pub multipart: Option<bool>,
+    /// ListObjects version: `None` detect (v2, falling back to v1), or fixed.
+    pub list_version: Option<u8>,
+    /// CopyObject: `None` detect, or fixed (false: copies stream GET -> PUT).
+    pub copy: Option<bool>,
     /// Bucket name.
     pub bucket: String,
 }
@@ -218,6 +224,9 @@ mod tests {
             session_token: None,
             verify_tls: true,
             max_retries: 3,
+            multipart: None,
+            list_version: None,
+            copy: None,
             bucket: bucket.into(),
         }
     }

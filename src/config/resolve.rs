@@ -108,6 +108,21 @@ pub struct S3Overrides {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub addressing_style: Option<String>,
+    pub multipart: Option<String>,
+    pub list_version: Option<String>,
+    pub copy: Option<String>,
+}
+
+/// `auto` -> None (detect), `on`/`off` (or true/false) -> fixed.
+fn parse_auto_bool(v: &str, what: &str) -> Result<Option<bool>, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "auto" => Ok(None),
+        "on" | "true" | "yes" | "1" => Ok(Some(true)),
+        "off" | "false" | "no" | "0" => Ok(Some(false)),
+        _ => Err(ConfigError(format!(
+            "bad {what} '{v}': use auto, on or off"
+        ))),
+    }
 }
 
 /// Resolves the S3 settings of `profile` (None: $AWS_PROFILE or `default`) for `bucket`.
@@ -254,6 +269,28 @@ pub fn resolve_s3(
         None => t.and_then(|t| t.max_retries).unwrap_or(DEFAULT_MAX_RETRIES),
     };
 
+    let pick = |cli: &Option<String>, file: Option<&Option<String>>| {
+        cli.clone().or_else(|| file.cloned().flatten())
+    };
+    let multipart = pick(&cli.multipart, t.map(|t| &t.multipart))
+        .map(|v| parse_auto_bool(&v, "multipart"))
+        .transpose()?
+        .flatten();
+    let copy = pick(&cli.copy, t.map(|t| &t.copy))
+        .map(|v| parse_auto_bool(&v, "copy"))
+        .transpose()?
+        .flatten();
+    let list_version = match pick(&cli.list_version, t.map(|t| &t.list_version)).as_deref() {
+        None | Some("auto") => None,
+        Some("1") => Some(1),
+        Some("2") => Some(2),
+        Some(v) => {
+            return Err(ConfigError(format!(
+                "bad list_version '{v}': use auto, 1 or 2"
+            )));
+        }
+    };
+
     Ok(S3Settings {
         profile,
         endpoint,
@@ -264,6 +301,9 @@ pub fn resolve_s3(
         session_token: session_token.map(Secret::new),
         verify_tls,
         max_retries,
+        multipart,
+        list_version,
+        copy,
         bucket: bucket.to_string(),
     })
 }
@@ -352,6 +392,9 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "foreground" => a.foreground = true,
             "posix_metadata" => a.posix_metadata = true,
             "no_multipart" => a.no_multipart = true,
+            "multipart" => a.multipart = a.multipart.or(Some(need(v)?)),
+            "list_version" => a.list_version = a.list_version.or(Some(need(v)?)),
+            "copy" => a.copy = a.copy.or(Some(need(v)?)),
             "multipart_threshold" => {
                 a.multipart_threshold = a.multipart_threshold.or(Some(need(v)?))
             }
@@ -389,6 +432,9 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
         endpoint: a.endpoint.clone(),
         region: a.region.clone(),
         addressing_style: a.addressing_style.clone(),
+        multipart: a.multipart.clone(),
+        list_version: a.list_version.clone(),
+        copy: a.copy.clone(),
     };
     let s3 = resolve_s3(profile.as_deref(), &source.bucket, &overrides, env)?;
 
@@ -444,7 +490,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             None => DEFAULT_WRITE_BUFFER,
         },
         posix_metadata: a.posix_metadata,
-        multipart: !a.no_multipart,
+        multipart: !a.no_multipart && s3.multipart != Some(false),
         multipart_threshold: match &a.multipart_threshold {
             Some(v) => parse_size(v)?,
             None => DEFAULT_MULTIPART_THRESHOLD,

@@ -102,8 +102,8 @@ pub struct S3Fs<S: ObjectStore> {
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     /// Files being written, by inode: one staging shared by all write handles of the inode.
     writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<write::WriteState>>>>,
-    /// The server refused CreateMultipartUpload: single PutObject from then on.
-    multipart_refused: std::sync::atomic::AtomicBool,
+    /// CreateMultipartUpload, learned from the server (missing: single PutObject from then on).
+    multipart_cap: crate::store::Capability,
     /// Part uploads in flight across the mount ([`write::UPLOAD_SLOTS`]).
     upload_slots: Arc<Semaphore>,
     next_fh: AtomicU64,
@@ -125,7 +125,11 @@ impl<S: ObjectStore> S3Fs<S> {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
-            multipart_refused: Default::default(),
+            multipart_cap: crate::store::Capability::new(
+                None,
+                "multipart upload",
+                "files go up in one PutObject (up to 5 GiB each)",
+            ),
             upload_slots: write::upload_slots(),
             next_fh: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),

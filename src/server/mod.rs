@@ -3,14 +3,17 @@
 //! s3s provides the protocol (routing, XML, SigV4/SigV2 signature checks); [`s3::Backend`] and
 //! [`storage::Storage`] keep objects on disk under DIR. Buckets named with `--bucket` are created
 //! at start; `--import LOCAL=BUCKET[/prefix]` copies a local tree in (skipping keys present).
+//! `--emulate` refuses calls as small gateways do (`emulate.rs`).
 //! The first line on stdout is `endpoint: http://ADDR`, so scripts and tests can read the port
 //! when `--addr 127.0.0.1:0` picks a free one.
 
+pub mod emulate;
 pub mod multipart;
 pub mod s3;
 pub mod storage;
 
 use crate::cli::ServeArgs;
+use emulate::{Emulation, RequestLog};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
@@ -28,18 +31,22 @@ pub const DEFAULT_SECRET_KEY: &str = "s3mount-secret";
 pub struct Running {
     pub addr: SocketAddr,
     pub task: tokio::task::JoinHandle<()>,
+    /// Calls by operation, answered and refused.
+    pub log: Arc<RequestLog>,
 }
 
-/// Binds `addr` and serves `storage` until the task is aborted.
+/// Binds `addr` and serves `storage` until the task is aborted, refusing what `emulation` says.
 pub async fn start(
     storage: Arc<Storage>,
     addr: &str,
     access_key: &str,
     secret_key: &str,
+    emulation: Emulation,
 ) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let mut b = S3ServiceBuilder::new(s3::Backend::new(storage));
+    let log = Arc::new(RequestLog::default());
+    let mut b = S3ServiceBuilder::new(s3::Backend::new(storage, emulation, log.clone()));
     b.set_auth(SimpleAuth::from_single(access_key, secret_key.to_string()));
     let service = b.build();
     let task = tokio::spawn(async move {
@@ -57,7 +64,7 @@ pub async fn start(
             });
         }
     });
-    Ok(Running { addr, task })
+    Ok(Running { addr, task, log })
 }
 
 /// Copies every regular file under `src` into `bucket` at `prefix + relative path`.
@@ -188,11 +195,25 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot import {src} into {bucket}: {e}"))?;
         eprintln!("s3mount serve: imported {n} files from {src} into {bucket}/{prefix}");
     }
+    let spec = (args.emulate.clone()).or_else(|| std::env::var("S3MOUNT_SERVE_EMULATE").ok());
+    let emulation = Emulation::parse(spec.as_deref().unwrap_or(""))?;
+    if !emulation.missing().is_empty() {
+        eprintln!(
+            "s3mount serve: emulating a gateway without {}",
+            emulation.missing().join(", ")
+        );
+    }
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
     rt.block_on(async move {
-        let running = start(Arc::new(storage), &args.addr, &access_key, &secret_key)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}; pick another --addr", args.addr))?;
+        let running = start(
+            Arc::new(storage),
+            &args.addr,
+            &access_key,
+            &secret_key,
+            emulation,
+        )
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}; pick another --addr", args.addr))?;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "endpoint: http://{}", running.addr);
         let _ = out.flush();

@@ -6,6 +6,7 @@
 //! (`multipart.rs`). GETs stream in 1 MiB reads, so the server keeps up with the mount in
 //! benchmarks.
 
+use super::emulate::{Emulation, RequestLog};
 use super::storage::{Bucket, Meta, Storage, valid_bucket_name};
 use crate::store::memory::{Listed, paginate};
 use base64::Engine;
@@ -26,14 +27,31 @@ const MAX_LIST: usize = 1000;
 pub struct Backend {
     pub storage: Arc<Storage>,
     pub uploads: super::multipart::Uploads,
+    pub emulation: Emulation,
+    pub log: Arc<RequestLog>,
 }
 
 impl Backend {
-    pub fn new(storage: Arc<Storage>) -> Self {
+    pub fn new(storage: Arc<Storage>, emulation: Emulation, log: Arc<RequestLog>) -> Self {
         Self {
             storage,
             uploads: Default::default(),
+            emulation,
+            log,
         }
+    }
+
+    /// Logs the call; refuses it (501 NotImplemented) when the emulated gateway lacks it.
+    fn gate(&self, op: &'static str) -> S3Result<()> {
+        let refused = self.emulation.refuses(op);
+        self.log.record(op, refused);
+        if refused {
+            return Err(s3_error!(
+                NotImplemented,
+                "{op} is not implemented by this gateway"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +175,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.gate("CreateBucket")?;
         let name = &req.input.bucket;
         if !valid_bucket_name(name) {
             return Err(s3_error!(InvalidBucketName));
@@ -171,6 +190,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.gate("DeleteBucket")?;
         self.bucket(&req.input.bucket)?;
         if !self
             .storage
@@ -186,6 +206,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.gate("HeadBucket")?;
         self.bucket(&req.input.bucket)?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
@@ -194,6 +215,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.gate("GetBucketLocation")?;
         self.bucket(&req.input.bucket)?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
@@ -202,6 +224,7 @@ impl S3 for Backend {
         &self,
         _req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.gate("ListBuckets")?;
         let buckets = self
             .storage
             .buckets()
@@ -222,6 +245,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.gate("HeadObject")?;
         let (_, m) = self.object(&req.input.bucket, &req.input.key)?;
         check_if_match(&req.input.if_match, &m)?;
         Ok(S3Response::new(HeadObjectOutput {
@@ -239,6 +263,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.gate("GetObject")?;
         let input = req.input;
         let (b, m) = self.object(&input.bucket, &input.key)?;
         check_if_match(&input.if_match, &m)?;
@@ -278,6 +303,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.gate("PutObject")?;
         let input = req.input;
         let b = self.bucket(&input.bucket)?;
         if let Some(ETagCondition::Any) = &input.if_none_match
@@ -312,6 +338,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.gate("CreateMultipartUpload")?;
         self.mp_create(req).await
     }
 
@@ -319,6 +346,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.gate("UploadPart")?;
         self.mp_upload_part(req).await
     }
 
@@ -326,6 +354,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.gate("CompleteMultipartUpload")?;
         self.mp_complete(req).await
     }
 
@@ -333,6 +362,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.gate("AbortMultipartUpload")?;
         self.mp_abort(req).await
     }
 
@@ -340,6 +370,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.gate("CopyObject")?;
         let i = req.input;
         let CopySource::Bucket { bucket, key, .. } = &i.copy_source else {
             return Err(s3_error!(NotImplemented, "only bucket copy sources"));
@@ -387,6 +418,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.gate("DeleteObject")?;
         let b = self.bucket(&req.input.bucket)?;
         b.remove(&req.input.key).map_err(io_err)?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -396,6 +428,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.gate("DeleteObjects")?;
         let b = self.bucket(&req.input.bucket)?;
         let mut deleted = Vec::new();
         for o in req.input.delete.objects {
@@ -415,6 +448,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.gate("ListObjects")?;
         let i = req.input;
         let b = self.bucket(&i.bucket)?;
         let prefix = i.prefix.clone().unwrap_or_default();
@@ -444,6 +478,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.gate("ListObjectsV2")?;
         let i = req.input;
         let b = self.bucket(&i.bucket)?;
         let prefix = i.prefix.clone().unwrap_or_default();

@@ -228,3 +228,79 @@ pub async fn list_all<S: ObjectStore>(store: &S, prefix: &str) -> StoreResult<Ve
         }
     }
 }
+
+/// A server capability learned from its answers. Unknown until a call settles it (or fixed by
+/// configuration); while unknown, calls go one at a time, so concurrent requests do not each ask
+/// the server for a call it lacks: one probe, then the fallback.
+pub struct Capability {
+    /// 0 unknown, 1 present, 2 missing.
+    state: std::sync::atomic::AtomicU8,
+    probe: tokio::sync::Mutex<()>,
+    /// What is missing and what is done instead (logged once).
+    what: &'static str,
+    fallback: &'static str,
+}
+
+impl Capability {
+    pub fn new(fixed: Option<bool>, what: &'static str, fallback: &'static str) -> Self {
+        let state = match fixed {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        Self {
+            state: state.into(),
+            probe: tokio::sync::Mutex::new(()),
+            what,
+            fallback,
+        }
+    }
+
+    /// `None` while unknown.
+    pub fn known(&self) -> Option<bool> {
+        match self.state.load(std::sync::atomic::Ordering::Acquire) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    fn set(&self, present: bool) {
+        let new = if present { 1 } else { 2 };
+        let old = self.state.swap(new, std::sync::atomic::Ordering::AcqRel);
+        if !present && old != 2 {
+            tracing::warn!(
+                "the server has no {}: {} from now on",
+                self.what,
+                self.fallback
+            );
+        }
+    }
+
+    /// Runs `call` unless the server lacks it; `Ok(None)` means "lacks it: use the fallback".
+    /// A NotImplemented answer settles the capability as missing.
+    pub async fn call<T, F>(&self, call: impl FnOnce() -> F) -> StoreResult<Option<T>>
+    where
+        F: Future<Output = StoreResult<T>>,
+    {
+        let _probe = match self.known() {
+            Some(false) => return Ok(None),
+            Some(true) => None,
+            None => Some(self.probe.lock().await),
+        };
+        if self.known() == Some(false) {
+            return Ok(None);
+        }
+        match call().await {
+            Ok(v) => {
+                self.set(true);
+                Ok(Some(v))
+            }
+            Err(StoreError::NotImplemented(_)) => {
+                self.set(false);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

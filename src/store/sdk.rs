@@ -12,7 +12,10 @@
 //! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
 //!   S3 code but never a credential.
 
-use super::{Chunks, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError, StoreResult};
+use super::{
+    Capability, Chunks, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError,
+    StoreResult,
+};
 use crate::config::S3Settings;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -25,11 +28,22 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use base64::Engine;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long to wait for a TCP/TLS connection before calling the endpoint unreachable. Long
 /// enough for a slow WAN, short enough that a typo in the endpoint fails the mount quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the server has, learned from its answers (one probe each, see [`Capability`]).
+pub struct Caps {
+    /// ListObjectsV2 (missing: an error, or a v1-shaped answer): else v1 with markers.
+    pub list_v2: Capability,
+    /// CopyObject: else copies stream GET -> PUT.
+    pub copy: Capability,
+    /// HeadBucket: else the bucket check lists one key.
+    pub head_bucket: Capability,
+}
 
 /// A bucket on an S3-compatible server.
 #[derive(Clone)]
@@ -38,6 +52,7 @@ pub struct SdkStore {
     bucket: String,
     /// Shown in errors (never carries credentials).
     endpoint: String,
+    caps: Arc<Caps>,
 }
 
 impl SdkStore {
@@ -72,7 +87,134 @@ impl SdkStore {
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", s.region)),
+            caps: Arc::new(Caps {
+                list_v2: Capability::new(
+                    s.list_version.map(|v| v == 2),
+                    "ListObjectsV2",
+                    "listing with ListObjects v1",
+                ),
+                copy: Capability::new(s.copy, "CopyObject", "copies stream GET -> PUT"),
+                head_bucket: Capability::new(None, "HeadBucket", "the bucket check lists one key"),
+            }),
         }
+    }
+
+    /// What the server was found (or configured) to have so far.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    async fn list_v2(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start: Option<&str>,
+        max_keys: u32,
+    ) -> StoreResult<ListPage> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_continuation_token(start.map(str::to_string))
+            .max_keys(max_keys as i32)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let truncated = out.is_truncated() == Some(true);
+        if truncated && out.next_continuation_token().is_none() {
+            // A v1-shaped answer: the server ignored `list-type=2`.
+            return Err(StoreError::NotImplemented("ListObjectsV2".into()));
+        }
+        Ok(ListPage {
+            objects: out.contents().iter().filter_map(object_info).collect(),
+            prefixes: out
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_string))
+                .collect(),
+            next: truncated
+                .then(|| out.next_continuation_token().map(str::to_string))
+                .flatten(),
+        })
+    }
+
+    /// ListObjects v1: the token is a marker. `NextMarker` comes only with a delimiter; without
+    /// it the last key (or common prefix) returned is the marker.
+    async fn list_v1(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start: Option<&str>,
+        max_keys: u32,
+    ) -> StoreResult<ListPage> {
+        let out = self
+            .client
+            .list_objects()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_marker(start.map(str::to_string))
+            .max_keys(max_keys as i32)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let objects: Vec<ObjectInfo> = out.contents().iter().filter_map(object_info).collect();
+        let prefixes: Vec<String> = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_marker().map(str::to_string).or_else(|| {
+                let last_key = objects.last().map(|o| o.key.clone());
+                last_key.max(prefixes.last().cloned())
+            })
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    /// A copy for servers without CopyObject: the GET body streams into the PUT.
+    async fn copy_streamed(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<PutOptions>,
+    ) -> StoreResult<Option<String>> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(src)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let opts = replace.unwrap_or_else(|| PutOptions {
+            content_type: got.content_type().map(str::to_string),
+            metadata: got.metadata().cloned().unwrap_or_default(),
+        });
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .content_length(got.content_length().unwrap_or(0))
+            .set_content_type(opts.content_type)
+            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
+            .body(got.body)
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.e_tag().map(str::to_string))
     }
 
     pub fn bucket(&self) -> &str {
@@ -221,18 +363,39 @@ fn short_reason(full: &str) -> String {
     full.rsplit(": ").next().unwrap_or(full).to_string()
 }
 
+fn object_info(o: &aws_sdk_s3::types::Object) -> Option<ObjectInfo> {
+    Some(ObjectInfo {
+        key: o.key()?.to_string(),
+        size: o.size().unwrap_or(0).max(0) as u64,
+        etag: o.e_tag().map(str::to_string),
+        last_modified: to_system_time(o.last_modified()),
+        content_type: None,
+        metadata: Default::default(),
+    })
+}
+
 fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
 impl ObjectStore for SdkStore {
     async fn check_bucket(&self) -> StoreResult<()> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
+        let head = || async {
+            match self.client.head_bucket().bucket(&self.bucket).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match self.map_err(e) {
+                    StoreError::NotFound => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+                    other => Err(other),
+                },
+            }
+        };
+        if self.caps.head_bucket.call(head).await?.is_some() {
+            return Ok(());
+        }
+        match self.list("", None, None, 1).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(match self.map_err(e) {
-                StoreError::NotFound => StoreError::NoSuchBucket(self.bucket.clone()),
-                other => other,
-            }),
+            Err(StoreError::NotFound) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+            Err(e) => Err(e),
         }
     }
 
@@ -298,46 +461,11 @@ impl ObjectStore for SdkStore {
         start: Option<&str>,
         max_keys: u32,
     ) -> StoreResult<ListPage> {
-        let out = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .set_delimiter(delimiter.map(str::to_string))
-            .set_continuation_token(start.map(str::to_string))
-            .max_keys(max_keys as i32)
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        let objects = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ObjectInfo {
-                    key: o.key()?.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().map(str::to_string),
-                    last_modified: to_system_time(o.last_modified()),
-                    content_type: None,
-                    metadata: Default::default(),
-                })
-            })
-            .collect();
-        let prefixes = out
-            .common_prefixes()
-            .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
-            .collect();
-        let next = if out.is_truncated() == Some(true) {
-            out.next_continuation_token().map(str::to_string)
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            prefixes,
-            next,
-        })
+        let v2 = || self.list_v2(prefix, delimiter, start, max_keys);
+        if let Some(page) = self.caps.list_v2.call(v2).await? {
+            return Ok(page);
+        }
+        self.list_v1(prefix, delimiter, start, max_keys).await
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
@@ -468,23 +596,11 @@ impl ObjectStore for SdkStore {
         dst: &str,
         replace: Option<PutOptions>,
     ) -> StoreResult<Option<String>> {
-        let mut req = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(dst)
-            .copy_source(format!("{}/{}", self.bucket, encode_key(src)));
-        if let Some(opts) = replace {
-            req = req
-                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                .set_content_type(opts.content_type)
-                .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata));
+        let server_side = || self.copy_object(src, dst, replace.clone());
+        if let Some(etag) = self.caps.copy.call(server_side).await? {
+            return Ok(etag);
         }
-        let out = req.send().await.map_err(|e| self.map_err(e))?;
-        Ok(out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(str::to_string))
+        self.copy_streamed(src, dst, replace).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -496,5 +612,33 @@ impl ObjectStore for SdkStore {
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(())
+    }
+}
+
+impl SdkStore {
+    /// CopyObject (server-side).
+    async fn copy_object(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<PutOptions>,
+    ) -> StoreResult<Option<String>> {
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .copy_source(format!("{}/{}", self.bucket, encode_key(src)));
+        if let Some(opts) = replace.clone() {
+            req = req
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .set_content_type(opts.content_type)
+                .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata));
+        }
+        let out = req.send().await.map_err(|e| self.map_err(e))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string))
     }
 }

@@ -111,6 +111,8 @@ fn multipart_and_single_put_uploads_checked_on_the_server() {
             "{name}"
         );
         let etag = info.etag.clone().unwrap_or_default();
+        // A gateway without multipart gets the same bytes in one PutObject.
+        let parts = parts.filter(|_| !gateway_lacks("CreateMultipartUpload"));
         match parts {
             Some(n) => assert!(etag.ends_with(&format!("-{n}\"")), "{name}: {etag}"),
             None => assert_eq!(etag.trim_matches('"'), hex::encode(want_md5), "{name}"),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod fuse_gateways;
 mod fuse_read;
 mod fuse_write;
 mod reftest;

@@ -32,7 +32,6 @@ use futures::FutureExt;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::task::JoinHandle;
 
 /// Part uploads in flight per mount. With 8 MiB parts, 64 MiB of part buffers at most; enough
@@ -129,7 +128,7 @@ impl Session {
 impl<S: ObjectStore> S3Fs<S> {
     /// Multipart allowed now: configured on, and the server has not refused it.
     pub(super) fn multipart_enabled(&self) -> bool {
-        self.opts.multipart && !self.multipart_refused.load(Ordering::Relaxed)
+        self.opts.multipart && self.multipart_cap.known() != Some(false)
     }
 
     /// The part size for a file of `len` bytes: the configured one, or larger when the file
@@ -152,16 +151,9 @@ impl<S: ObjectStore> S3Fs<S> {
             content_type: None,
             metadata: headers.clone(),
         };
-        let upload_id = match self.store.create_multipart(&w.key, opts).await {
-            Ok(id) => id,
-            Err(e @ StoreError::NotImplemented(_)) => {
-                if !self.multipart_refused.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e,
-                        "the server has no multipart upload: files go up in one PutObject from now on (up to 5 GiB each)");
-                }
-                return Err(e);
-            }
-            Err(e) => return Err(e),
+        let create = || self.store.create_multipart(&w.key, opts);
+        let Some(upload_id) = self.multipart_cap.call(create).await? else {
+            return Err(StoreError::NotImplemented("CreateMultipartUpload".into()));
         };
         w.session = Some(Session {
             upload_id,

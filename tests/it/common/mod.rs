@@ -70,12 +70,19 @@ fn shared() -> &'static Shared {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
         storage.create_bucket("test").unwrap();
+        // S3MOUNT_TEST_EMULATE runs the suite against an emulated gateway (see `s3mount serve
+        // --emulate`), with no flags on the mounts: they must detect what is missing.
+        let emulation = s3mount::server::emulate::Emulation::parse(
+            &std::env::var("S3MOUNT_TEST_EMULATE").unwrap_or_default(),
+        )
+        .expect("S3MOUNT_TEST_EMULATE");
         let running = rt
             .block_on(s3mount::server::start(
                 std::sync::Arc::new(storage),
                 "127.0.0.1:0",
                 ACCESS,
                 SECRET,
+                emulation,
             ))
             .unwrap();
         let backend = Backend {
@@ -112,6 +119,9 @@ pub fn settings(b: &Backend, bucket: &str) -> S3Settings {
         session_token: None,
         verify_tls: true,
         max_retries: 3,
+        multipart: None,
+        list_version: None,
+        copy: None,
         bucket: bucket.into(),
     }
 }
@@ -371,4 +381,57 @@ impl Drop for Served {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An embedded server of its own, in process, emulating a gateway (`s3mount serve --emulate`),
+/// with its request log. Stops when dropped.
+pub struct Emulated {
+    pub backend: Backend,
+    pub log: std::sync::Arc<s3mount::server::emulate::RequestLog>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulated {
+    pub fn start(spec: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_bucket("gateway").unwrap();
+        let emulation = s3mount::server::emulate::Emulation::parse(spec).unwrap();
+        let running = block_on(s3mount::server::start(
+            std::sync::Arc::new(storage),
+            "127.0.0.1:0",
+            ACCESS,
+            SECRET,
+            emulation,
+        ))
+        .unwrap();
+        Self {
+            backend: Backend {
+                endpoint: format!("http://{}", running.addr),
+                access: ACCESS.into(),
+                secret: SECRET.into(),
+                bucket: "gateway".into(),
+                external: false,
+            },
+            log: running.log,
+            task: running.task,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether the shared embedded server emulates a gateway without `op` (S3MOUNT_TEST_EMULATE).
+pub fn gateway_lacks(op: &str) -> bool {
+    !backend().external
+        && s3mount::server::emulate::Emulation::parse(
+            &std::env::var("S3MOUNT_TEST_EMULATE").unwrap_or_default(),
+        )
+        .is_ok_and(|e| e.refuses(op))
 }
