@@ -113,7 +113,8 @@ pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
 struct Upload {
     key: String,
     opts: PutOptions,
-    parts: BTreeMap<u32, (Bytes, String)>,
+    /// Body and MD5 (the part's ETag) by part number.
+    parts: BTreeMap<u32, (Bytes, [u8; 16])>,
 }
 
 /// A bucket held in memory. `page_size` caps every listing page (to exercise paging in tests).
@@ -284,9 +285,9 @@ impl ObjectStore for MemoryStore {
         if !(1..=super::MAX_PARTS).contains(&number) {
             return Err(Self::upload_err("InvalidArgument", "part number"));
         }
-        let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&body)));
-        up.parts.insert(number, (body, etag.clone()));
-        Ok(etag)
+        let md5: [u8; 16] = md5::Md5::digest(&body).into();
+        up.parts.insert(number, (body, md5));
+        Ok(format!("\"{}\"", hex::encode(md5)))
     }
 
     async fn complete_multipart(
@@ -304,9 +305,13 @@ impl ObjectStore for MemoryStore {
             return Err(Self::upload_err("InvalidPartOrder", "parts must ascend"));
         }
         let mut bodies = Vec::new();
+        let mut md5s = Vec::new();
         for p in &parts {
             match up.parts.get(&p.number) {
-                Some((b, e)) if *e == p.etag => bodies.push(b.clone()),
+                Some((b, m)) if p.etag == format!("\"{}\"", hex::encode(m)) => {
+                    bodies.push(b.clone());
+                    md5s.push(*m);
+                }
                 _ => return Err(Self::upload_err("InvalidPart", "unknown part or ETag")),
             }
         }
@@ -319,7 +324,6 @@ impl ObjectStore for MemoryStore {
         {
             return Err(Self::upload_err("InvalidPart", "parts of unequal size"));
         }
-        let md5s: Vec<[u8; 16]> = bodies.iter().map(|b| md5::Md5::digest(b).into()).collect();
         let mut data = Vec::with_capacity(bodies.iter().map(|b| b.len()).sum());
         for b in &bodies {
             data.extend_from_slice(b);

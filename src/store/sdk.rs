@@ -129,11 +129,7 @@ impl SdkStore {
         }
         Ok(ListPage {
             objects: out.contents().iter().filter_map(object_info).collect(),
-            prefixes: out
-                .common_prefixes()
-                .iter()
-                .filter_map(|p| p.prefix().map(str::to_string))
-                .collect(),
+            prefixes: prefixes(out.common_prefixes()),
             next: truncated
                 .then(|| out.next_continuation_token().map(str::to_string))
                 .flatten(),
@@ -161,11 +157,7 @@ impl SdkStore {
             .await
             .map_err(|e| self.map_err(e))?;
         let objects: Vec<ObjectInfo> = out.contents().iter().filter_map(object_info).collect();
-        let prefixes: Vec<String> = out
-            .common_prefixes()
-            .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
-            .collect();
+        let prefixes = prefixes(out.common_prefixes());
         let next = if out.is_truncated() == Some(true) {
             out.next_marker().map(str::to_string).or_else(|| {
                 let last_key = objects.last().map(|o| o.key.clone());
@@ -259,7 +251,7 @@ impl SdkStore {
             .bucket(&self.bucket)
             .key(key)
             .content_length(len as i64)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .content_md5(content_md5(&md5))
             .set_content_type(opts.content_type)
             .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
             .body(body)
@@ -372,6 +364,17 @@ fn object_info(o: &aws_sdk_s3::types::Object) -> Option<ObjectInfo> {
         content_type: None,
         metadata: Default::default(),
     })
+}
+
+fn prefixes(p: &[aws_sdk_s3::types::CommonPrefix]) -> Vec<String> {
+    p.iter()
+        .filter_map(|p| p.prefix().map(str::to_string))
+        .collect()
+}
+
+/// The Content-MD5 header value of a body with this MD5.
+fn content_md5(md5: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5)
 }
 
 fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
@@ -528,7 +531,7 @@ impl ObjectStore for SdkStore {
             .upload_id(upload_id)
             .part_number(number as i32)
             .content_length(body.len() as i64)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
+            .content_md5(content_md5(&md5))
             .body(ByteStream::from(body))
             .customize()
             .disable_payload_signing()

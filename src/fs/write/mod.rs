@@ -298,9 +298,7 @@ impl<S: ObjectStore> S3Fs<S> {
         }
         let len = g.staging.len();
         if let Some(inode) = &inode {
-            if self.opts.multipart && len > self.opts.multipart_threshold {
-                self.stream_parts(&mut g, self.upload_headers(inode)).await;
-            }
+            self.stream_parts(&mut g, inode).await;
             drop(g);
             self.note_size(inode, len);
         }

@@ -26,6 +26,7 @@
 
 use super::WriteState;
 use crate::fs::S3Fs;
+use crate::fs::inode::Inode;
 use crate::store::{MAX_PART_SIZE, ObjectStore, Part, PutOptions, StoreError, StoreResult};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -215,13 +216,16 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// After a write: a sequential writer past the threshold uploads its full parts now.
-    pub(super) async fn stream_parts(&self, w: &mut WriteState, headers: HashMap<String, String>) {
+    /// The upload headers are computed only when a session starts (not on every write).
+    pub(super) async fn stream_parts(&self, w: &mut WriteState, inode: &Inode) {
         let len = w.staging.len();
         if !w.streaming || !self.multipart_enabled() || len <= self.opts.multipart_threshold {
             return;
         }
         if w.session.is_none()
-            && let Err(e) = self.start_session(w, self.opts.part_size, headers).await
+            && let Err(e) = self
+                .start_session(w, self.opts.part_size, self.upload_headers(inode))
+                .await
         {
             tracing::debug!(key = w.key, error = %e, "no streaming upload for this file");
             w.streaming = false;
