@@ -23,6 +23,66 @@ pub struct Cli {
 pub enum Command {
     /// Run the embedded S3-compatible server (for trials and tests; loopback by default).
     Serve(ServeArgs),
+    /// Resolve SOURCE's profile, probe the server and print what it supports, then exit.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// What to check, as for mounting: `profile:bucket[/prefix]`, `s3://bucket`, ...
+    pub source: String,
+    /// Probe only read calls (no test object is written and deleted).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount options, comma-separated, as for mounting (profile=, endpoint=, signature=, ...).
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub addressing_style: Option<String>,
+    #[arg(long)]
+    pub signature: Option<String>,
+    #[arg(long)]
+    pub ca_bundle: Option<String>,
+    #[arg(long)]
+    pub no_verify_tls: bool,
+    #[arg(long)]
+    pub multipart: Option<String>,
+    #[arg(long)]
+    pub list_version: Option<String>,
+    #[arg(long)]
+    pub copy: Option<String>,
+    /// Log the probes to stderr (-v info, -vv debug).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl CheckArgs {
+    /// The same settings as mount arguments (the mount point is not used).
+    pub fn to_mount_args(&self) -> MountArgs {
+        MountArgs {
+            source: Some(self.source.clone()),
+            mountpoint: Some(PathBuf::from("/")),
+            read_only: self.read_only,
+            options: self.options.clone(),
+            profile: self.profile.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            addressing_style: self.addressing_style.clone(),
+            signature: self.signature.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+            no_verify_tls: self.no_verify_tls,
+            multipart: self.multipart.clone(),
+            list_version: self.list_version.clone(),
+            copy: self.copy.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -79,6 +139,15 @@ pub struct MountArgs {
     /// Server-side CopyObject for rename and metadata changes: auto (detect), on, off (GET -> PUT).
     #[arg(long)]
     pub copy: Option<String>,
+    /// Request signature: auto (SigV4, SigV2 when the server refuses it), v4 or v2.
+    #[arg(long)]
+    pub signature: Option<String>,
+    /// PEM file of CA certificates to trust besides the system's (also $AWS_CA_BUNDLE).
+    #[arg(long)]
+    pub ca_bundle: Option<String>,
+    /// Do not check the server's TLS certificate (self-signed test servers only).
+    #[arg(long)]
+    pub no_verify_tls: bool,
     /// Profile to use when SOURCE names none (default: $AWS_PROFILE, then `default`).
     #[arg(long)]
     pub profile: Option<String>,
@@ -136,6 +205,12 @@ pub struct ServeArgs {
     /// arguments are visible in `ps`.
     #[arg(long)]
     pub secret_key: Option<String>,
+    /// Serve HTTPS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Create this bucket at start (repeatable).
     #[arg(long = "bucket")]
     pub buckets: Vec<String>,

@@ -8,9 +8,11 @@
 //! - [`cache`]: moka page cache and negative-lookup cache.
 //! - [`fuse`]: the thin fuser adapter.
 //! - [`server`]: `s3mount serve`, the embedded S3-compatible server.
+//! - [`check`]: `s3mount check`, what the server supports.
 //! - [`run`]: wiring: check the bucket, daemonize, mount, signals.
 
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod fs;

@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Some(Command::Serve(args)) => s3mount::server::serve_main(args),
+        Some(Command::Check(args)) => s3mount::check::check_main(args),
         None => s3mount::run::mount_main(cli.mount),
     };
     match res {

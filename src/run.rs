@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Longest the bucket check may take before the mount gives up (retries included).
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Turns a failed bucket check into one line naming the problem and the fix.
 pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
@@ -35,6 +35,10 @@ pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
             "access denied (HTTP {status}) to bucket '{}' at {ep}: check the access key and secret of profile '{}'",
             s3.bucket, s3.profile
         ),
+        StoreError::Unreachable { reason, .. } if reason.starts_with("TLS") => format!(
+            "cannot reach endpoint {ep}: {reason}: add the server's CA certificate with ca_bundle = \"/path/ca.pem\" in profile '{}' (or AWS_CA_BUNDLE / --ca-bundle), or set verify_tls = false (--no-verify-tls) for a test server",
+            s3.profile
+        ),
         StoreError::Unreachable { reason, .. } => format!(
             "cannot reach endpoint {ep} ({reason}): check the endpoint of profile '{}' and that the server is running",
             s3.profile
@@ -46,6 +50,10 @@ pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
         StoreError::Service { status: 301, .. } => format!(
             "bucket '{}' lives in another region: set the profile's region (or the endpoint of that region)",
             s3.bucket
+        ),
+        StoreError::WrongRegion(r) => format!(
+            "bucket '{}' lives in region {r}: set region = \"{r}\" in profile '{}' (or --region {r})",
+            s3.bucket, s3.profile
         ),
         other => format!("cannot use bucket '{}' at {ep}: {other}", s3.bucket),
     }
@@ -226,7 +234,7 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         .thread_name("s3mount-io")
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let store = SdkStore::new(&cfg.s3);
+    let store = SdkStore::new(&cfg.s3)?;
     let core = std::sync::Arc::new(S3Fs::new(
         std::sync::Arc::new(store),
         &cfg.prefix,

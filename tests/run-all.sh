@@ -34,10 +34,15 @@ S3MOUNT_TEST_ENDPOINT="http://127.0.0.1:$port" \
 S3MOUNT_TEST_ACCESS_KEY=testing S3MOUNT_TEST_SECRET_KEY=testing \
 S3MOUNT_TEST_BUCKET=s3mount-moto \
   cargo test --test it fuse_ -- --test-threads=4
+echo "== FUSE tests against moto_server, listing with ListObjects v1"
+S3MOUNT_TEST_ENDPOINT="http://127.0.0.1:$port" \
+S3MOUNT_TEST_ACCESS_KEY=testing S3MOUNT_TEST_SECRET_KEY=testing \
+S3MOUNT_TEST_BUCKET=s3mount-moto-v1 S3MOUNT_TEST_MOUNT_ARGS="--list-version 1" \
+  cargo test --test it fuse_ -- --test-threads=4
 
 # The same FUSE tests against gateways that lack calls, with no flags on the mounts: s3mount must
 # detect what is missing (docs/compatibility.md).
-for preset in minio-no-multipart seven-call; do
+for preset in minio-no-multipart seven-call sigv2-only; do
   echo "== FUSE tests against the embedded server emulating: $preset"
   S3MOUNT_TEST_EMULATE=$preset cargo test --test it fuse_ -- --test-threads=4
 done

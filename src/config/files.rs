@@ -80,6 +80,10 @@ pub struct TomlProfile {
     pub addressing_style: Option<String>,
     /// Verify the server's TLS certificate (default true).
     pub verify_tls: Option<bool>,
+    /// PEM file of CA certificates to trust in addition to the system's.
+    pub ca_bundle: Option<String>,
+    /// `auto` (v4, falling back to v2), `v4` or `v2`.
+    pub signature: Option<String>,
     /// Attempts per request, first try included.
     pub max_retries: Option<u32>,
     /// `auto` (detect), `on` or `off`: multipart upload for large files.

@@ -66,6 +66,10 @@ pub struct S3Settings {
     pub session_token: Option<Secret>,
     /// Verify the server's TLS certificate.
     pub verify_tls: bool,
+    /// PEM certificates trusted in addition to the system's (`ca_bundle`, `AWS_CA_BUNDLE`).
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// Signature version: `None` detect (v4, v2 when the server refuses v4), or 2 / 4.
+    pub signature: Option<u8>,
     /// Attempts per request, first try included.
     pub max_retries: u32,
     /// Multipart upload: `None` detect, or fixed by the profile.
@@ -223,6 +227,8 @@ mod tests {
             secret_key: Secret::new("s"),
             session_token: None,
             verify_tls: true,
+            ca_bundle: None,
+            signature: None,
             max_retries: 3,
             multipart: None,
             list_version: None,

@@ -111,6 +111,9 @@ pub struct S3Overrides {
     pub multipart: Option<String>,
     pub list_version: Option<String>,
     pub copy: Option<String>,
+    pub signature: Option<String>,
+    pub ca_bundle: Option<String>,
+    pub verify_tls: Option<bool>,
 }
 
 /// `auto` -> None (detect), `on`/`off` (or true/false) -> fixed.
@@ -250,13 +253,44 @@ pub fn resolve_s3(
         .or_else(|| ini("region"))
         .unwrap_or_else(|| "us-east-1".to_string());
 
-    let verify_tls = match e("AWS_S3_VERIFY") {
+    let verify_tls = match cli
+        .verify_tls
+        .map(|v| v.to_string())
+        .or_else(|| e("AWS_S3_VERIFY"))
+    {
         Some(v) => parse_bool(&v).ok_or_else(|| {
             ConfigError(format!(
                 "bad {env_prefix}AWS_S3_VERIFY '{v}': use true or false"
             ))
         })?,
         None => t.and_then(|t| t.verify_tls).unwrap_or(true),
+    };
+
+    let ca_bundle = cli
+        .ca_bundle
+        .clone()
+        .or_else(|| e("AWS_CA_BUNDLE"))
+        .or_else(|| t.and_then(|t| t.ca_bundle.clone()))
+        .or_else(|| ini("ca_bundle"))
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+
+    let signature = match cli
+        .signature
+        .clone()
+        .or_else(|| t.and_then(|t| t.signature.clone()))
+        .or_else(|| ini("s3.signature_version"))
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("auto") => None,
+        Some("v4" | "4" | "s3v4" | "sigv4") => Some(4),
+        Some("v2" | "2" | "s3" | "sigv2") => Some(2),
+        Some(v) => {
+            return Err(ConfigError(format!(
+                "bad signature '{v}' for profile '{profile}': use auto, v4 or v2"
+            )));
+        }
     };
 
     let max_retries = match env
@@ -300,6 +334,8 @@ pub fn resolve_s3(
         secret_key: Secret::new(secret_key),
         session_token: session_token.map(Secret::new),
         verify_tls,
+        ca_bundle,
+        signature,
         max_retries,
         multipart,
         list_version,
@@ -395,6 +431,9 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "multipart" => a.multipart = a.multipart.or(Some(need(v)?)),
             "list_version" => a.list_version = a.list_version.or(Some(need(v)?)),
             "copy" => a.copy = a.copy.or(Some(need(v)?)),
+            "signature" => a.signature = a.signature.or(Some(need(v)?)),
+            "ca_bundle" => a.ca_bundle = a.ca_bundle.or(Some(need(v)?)),
+            "no_verify_tls" => a.no_verify_tls = true,
             "multipart_threshold" => {
                 a.multipart_threshold = a.multipart_threshold.or(Some(need(v)?))
             }
@@ -435,6 +474,9 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
         multipart: a.multipart.clone(),
         list_version: a.list_version.clone(),
         copy: a.copy.clone(),
+        signature: a.signature.clone(),
+        ca_bundle: a.ca_bundle.clone(),
+        verify_tls: a.no_verify_tls.then_some(false),
     };
     let s3 = resolve_s3(profile.as_deref(), &source.bucket, &overrides, env)?;
 
@@ -545,6 +587,7 @@ fn bad_opt(opt: &str) -> ConfigError {
 mod tests {
     use super::*;
     use std::fs;
+    use std::path::Path;
 
     fn env_with(home: &std::path::Path, vars: &[(&str, &str)]) -> Env {
         Env {
@@ -641,6 +684,62 @@ mod tests {
         );
         assert!(!s.verify_tls);
         assert_eq!(s.profile, "default");
+    }
+
+    #[test]
+    fn signature_and_ca_bundle_sources() {
+        let home = tempfile::tempdir().unwrap();
+        let aws = home.path().join(".aws");
+        std::fs::create_dir_all(&aws).unwrap();
+        std::fs::write(
+            aws.join("config"),
+            "[profile old]\nca_bundle = /etc/ini-ca.pem\ns3 =\n  signature_version = s3\n",
+        )
+        .unwrap();
+        let env = env_with(
+            home.path(),
+            &[
+                ("OLD__AWS_ACCESS_KEY_ID", "K"),
+                ("OLD__AWS_SECRET_ACCESS_KEY", "S"),
+            ],
+        );
+        let s = resolve_s3(Some("old"), "b", &S3Overrides::default(), &env).unwrap();
+        assert_eq!(
+            s.signature,
+            Some(2),
+            "botocore's `signature_version = s3` is SigV2"
+        );
+        assert_eq!(s.ca_bundle.as_deref(), Some(Path::new("/etc/ini-ca.pem")));
+        let env = env_with(
+            home.path(),
+            &[
+                ("OLD__AWS_ACCESS_KEY_ID", "K"),
+                ("OLD__AWS_SECRET_ACCESS_KEY", "S"),
+                ("OLD__AWS_CA_BUNDLE", "/env-ca.pem"),
+            ],
+        );
+        let cli = S3Overrides {
+            signature: Some("auto".into()),
+            verify_tls: Some(false),
+            ..Default::default()
+        };
+        let s = resolve_s3(Some("old"), "b", &cli, &env).unwrap();
+        assert_eq!(s.signature, None, "the flag beats the file");
+        assert_eq!(
+            s.ca_bundle.as_deref(),
+            Some(Path::new("/env-ca.pem")),
+            "env beats files"
+        );
+        assert!(!s.verify_tls);
+        let cli = S3Overrides {
+            signature: Some("v3".into()),
+            ..Default::default()
+        };
+        let e = resolve_s3(Some("old"), "b", &cli, &env).unwrap_err();
+        assert!(
+            e.0.contains("bad signature 'v3'") && e.0.contains("v2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! [`storage::Storage`] keep objects on disk under DIR. Buckets named with `--bucket` are created
 //! at start; `--import LOCAL=BUCKET[/prefix]` copies a local tree in (skipping keys present).
 //! `--emulate` refuses calls as small gateways do (`emulate.rs`).
-//! The first line on stdout is `endpoint: http://ADDR`, so scripts and tests can read the port
+//! `--tls-cert/--tls-key` serve HTTPS (PEM files), e.g. with a self-signed certificate.
+//! The first line on stdout is `endpoint: http://ADDR` (or `https://`), so scripts and tests can read the port
 //! when `--addr 127.0.0.1:0` picks a free one.
 
 pub mod emulate;
@@ -13,7 +14,7 @@ pub mod s3;
 pub mod storage;
 
 use crate::cli::ServeArgs;
-use emulate::{Emulation, RequestLog};
+use emulate::{Emulation, GatewayAccess, RequestLog};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
@@ -43,11 +44,45 @@ pub async fn start(
     secret_key: &str,
     emulation: Emulation,
 ) -> std::io::Result<Running> {
+    start_with_tls(storage, addr, access_key, secret_key, emulation, None).await
+}
+
+/// Reads a PEM certificate chain and private key into a TLS acceptor.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| format!("cannot use the certificate and key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// [`start`], serving HTTPS when `tls` is given.
+pub async fn start_with_tls(
+    storage: Arc<Storage>,
+    addr: &str,
+    access_key: &str,
+    secret_key: &str,
+    emulation: Emulation,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let log = Arc::new(RequestLog::default());
+    let access = GatewayAccess {
+        emulation: emulation.clone(),
+        log: log.clone(),
+    };
     let mut b = S3ServiceBuilder::new(s3::Backend::new(storage, emulation, log.clone()));
     b.set_auth(SimpleAuth::from_single(access_key, secret_key.to_string()));
+    b.set_access(access);
     let service = b.build();
     let task = tokio::spawn(async move {
         let http = ConnBuilder::new(TokioExecutor::new());
@@ -56,11 +91,19 @@ pub async fn start(
                 continue;
             };
             let _ = socket.set_nodelay(true);
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
+            let (http, service, tls) = (http.clone(), service.clone(), tls.clone());
             tokio::spawn(async move {
-                let _ = conn.await;
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(socket), service).await;
+                    }
+                    Some(tls) => {
+                        // A client that rejects the certificate ends here.
+                        if let Ok(stream) = tls.accept(socket).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                }
             });
         }
     });
@@ -203,19 +246,26 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
             emulation.missing().join(", ")
         );
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
     rt.block_on(async move {
-        let running = start(
+        let running = start_with_tls(
             Arc::new(storage),
             &args.addr,
             &access_key,
             &secret_key,
             emulation,
+            tls,
         )
         .await
         .map_err(|e| format!("cannot listen on {}: {e}; pick another --addr", args.addr))?;
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "endpoint: http://{}", running.addr);
+        let _ = writeln!(out, "endpoint: {scheme}://{}", running.addr);
         let _ = out.flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;

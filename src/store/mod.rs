@@ -13,8 +13,10 @@
 
 pub mod chunks;
 pub mod faults;
+pub mod http;
 pub mod memory;
 pub mod sdk;
+pub mod sigv2;
 
 pub use chunks::Chunks;
 
@@ -86,6 +88,8 @@ pub enum StoreError {
     },
     #[error("cannot reach the endpoint {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
+    #[error("the bucket is in region {0}")]
+    WrongRegion(String),
     #[error("requested range not satisfiable")]
     InvalidRange,
     #[error("the server does not implement this call ({0})")]

@@ -9,6 +9,10 @@
 //!   server verify them, and SHA-256 of every byte on both ends cost more than the transfer (perf:
 //!   70% of the embedded server's time on 8 MiB parts);
 //! - a short connect timeout, so an unreachable endpoint fails the mount in seconds, not minutes;
+//! - at the bucket check, a server that names another region (`x-amz-bucket-region`, or
+//!   "expecting 'REGION'") gets the client rebuilt for that region, and one that refuses SigV4
+//!   gets SigV2 (unless the profile fixes `signature`);
+//! - TLS per the profile (`verify_tls`, `ca_bundle`; see `http.rs`);
 //! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
 //!   S3 code but never a credential.
 
@@ -28,7 +32,8 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use base64::Engine;
 use bytes::Bytes;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// How long to wait for a TCP/TLS connection before calling the endpoint unreachable. Long
@@ -48,7 +53,14 @@ pub struct Caps {
 /// A bucket on an S3-compatible server.
 #[derive(Clone)]
 pub struct SdkStore {
-    client: Client,
+    /// Replaced when the bucket turns out to live in another region.
+    client: Arc<RwLock<Client>>,
+    settings: Arc<S3Settings>,
+    http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    /// The region requests are signed for (the profile's, or the one the server named).
+    region: Arc<RwLock<String>>,
+    /// Sign with SigV2 instead of SigV4 (read by the interceptor).
+    sigv2: Arc<AtomicBool>,
     bucket: String,
     /// Shown in errors (never carries credentials).
     endpoint: String,
@@ -56,32 +68,17 @@ pub struct SdkStore {
 }
 
 impl SdkStore {
-    pub fn new(s: &S3Settings) -> Self {
-        let creds = Credentials::new(
-            s.access_key.clone(),
-            s.secret_key.expose().to_string(),
-            s.session_token.as_ref().map(|t| t.expose().to_string()),
-            None,
-            "s3mount",
-        );
-        let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(s.region.clone()))
-            .credentials_provider(creds)
-            .force_path_style(s.path_style())
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .retry_config(RetryConfig::standard().with_max_attempts(s.max_retries.max(1)))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .build(),
-            );
-        if let Some(ep) = &s.endpoint {
-            b = b.endpoint_url(ep.clone());
-        }
-        Self {
-            client: Client::from_conf(b.build()),
+    /// A store for `s`; fails only on an unusable `ca_bundle`.
+    pub fn new(s: &S3Settings) -> Result<Self, String> {
+        let http = super::http::client(s.verify_tls, s.ca_bundle.as_deref(), CONNECT_TIMEOUT)?;
+        let sigv2 = Arc::new(AtomicBool::new(s.signature == Some(2)));
+        let client = build_client(s, &s.region, http.clone(), sigv2.clone());
+        Ok(Self {
+            client: Arc::new(RwLock::new(client)),
+            settings: Arc::new(s.clone()),
+            http,
+            region: Arc::new(RwLock::new(s.region.clone())),
+            sigv2,
             bucket: s.bucket.clone(),
             endpoint: s
                 .endpoint
@@ -96,9 +93,141 @@ impl SdkStore {
                 copy: Capability::new(s.copy, "CopyObject", "copies stream GET -> PUT"),
                 head_bucket: Capability::new(None, "HeadBucket", "the bucket check lists one key"),
             }),
+        })
+    }
+
+    fn client(&self) -> Client {
+        self.client.read().unwrap().clone()
+    }
+
+    /// The region requests are signed for now.
+    pub fn region(&self) -> String {
+        self.region.read().unwrap().clone()
+    }
+
+    /// Whether requests are signed with SigV2.
+    pub fn uses_sigv2(&self) -> bool {
+        self.sigv2.load(Ordering::Relaxed)
+    }
+
+    /// Signs for `region` from now on.
+    fn switch_region(&self, region: &str) {
+        tracing::warn!(
+            "bucket '{}' lives in region {region}, not {}: signing for {region} (set region = \"{region}\" in the profile to skip this)",
+            self.bucket,
+            self.region()
+        );
+        let client = build_client(
+            &self.settings,
+            region,
+            self.http.clone(),
+            self.sigv2.clone(),
+        );
+        *self.client.write().unwrap() = client;
+        *self.region.write().unwrap() = region.to_string();
+    }
+
+    /// HeadBucket, else a one-key listing where the server lacks HeadBucket.
+    async fn check_once(&self) -> StoreResult<()> {
+        let head = || async {
+            match self
+                .client()
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => match self.map_err(e) {
+                    StoreError::NotFound => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+                    other => Err(other),
+                },
+            }
+        };
+        if self.caps.head_bucket.call(head).await?.is_some() {
+            return Ok(());
+        }
+        match self.list("", None, None, 1).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+            Err(e) => Err(e),
         }
     }
 
+    /// [`Self::check_once`], trying SigV2 when the server refuses SigV4 and the profile leaves
+    /// the signature to detection. Keeps SigV4 (and its error) when SigV2 fails too, so wrong
+    /// keys are reported as such.
+    async fn check_signature(&self) -> StoreResult<()> {
+        let err = match self.check_once().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let refused = matches!(
+            err,
+            StoreError::AccessDenied { .. } | StoreError::Service { status: 400, .. }
+        );
+        if self.settings.signature.is_some() || !refused {
+            return Err(err);
+        }
+        self.sigv2.store(true, Ordering::Relaxed);
+        match self.check_once().await {
+            Ok(()) => {
+                tracing::warn!(
+                    "the server refused SigV4 ({err}) and accepts SigV2: signing with SigV2 (set signature = \"v2\" in the profile to skip the probe)"
+                );
+                Ok(())
+            }
+            Err(_) => {
+                self.sigv2.store(false, Ordering::Relaxed);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// One SDK client for `s`, signing for `region`.
+fn build_client(
+    s: &S3Settings,
+    region: &str,
+    http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    sigv2: Arc<AtomicBool>,
+) -> Client {
+    let creds = Credentials::new(
+        s.access_key.clone(),
+        s.secret_key.expose().to_string(),
+        s.session_token.as_ref().map(|t| t.expose().to_string()),
+        None,
+        "s3mount",
+    );
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(creds)
+        .interceptor(super::sigv2::SigV2::new(
+            &s.access_key,
+            &s.secret_key,
+            &s.bucket,
+            sigv2,
+        ))
+        .force_path_style(s.path_style())
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::standard().with_max_attempts(s.max_retries.max(1)))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build(),
+        );
+    if let Some(ep) = &s.endpoint {
+        b = b.endpoint_url(ep.clone());
+    }
+    if let Some(http) = http {
+        b = b.http_client(http);
+    }
+    Client::from_conf(b.build())
+}
+
+impl SdkStore {
     /// What the server was found (or configured) to have so far.
     pub fn caps(&self) -> &Caps {
         &self.caps
@@ -112,7 +241,7 @@ impl SdkStore {
         max_keys: u32,
     ) -> StoreResult<ListPage> {
         let out = self
-            .client
+            .client()
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
@@ -146,7 +275,7 @@ impl SdkStore {
         max_keys: u32,
     ) -> StoreResult<ListPage> {
         let out = self
-            .client
+            .client()
             .list_objects()
             .bucket(&self.bucket)
             .prefix(prefix)
@@ -181,7 +310,7 @@ impl SdkStore {
         replace: Option<PutOptions>,
     ) -> StoreResult<Option<String>> {
         let got = self
-            .client
+            .client()
             .get_object()
             .bucket(&self.bucket)
             .key(src)
@@ -193,7 +322,7 @@ impl SdkStore {
             metadata: got.metadata().cloned().unwrap_or_default(),
         });
         let out = self
-            .client
+            .client()
             .put_object()
             .bucket(&self.bucket)
             .key(dst)
@@ -216,7 +345,7 @@ impl SdkStore {
     /// Creates the bucket (for tests and the demo; the mount never creates buckets).
     pub async fn create_bucket(&self) -> StoreResult<()> {
         match self
-            .client
+            .client()
             .create_bucket()
             .bucket(&self.bucket)
             .send()
@@ -246,7 +375,7 @@ impl SdkStore {
         opts: PutOptions,
     ) -> StoreResult<Option<String>> {
         let out = self
-            .client
+            .client()
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -276,6 +405,11 @@ impl SdkStore {
                 let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
                 let code = err.code().map(str::to_string);
                 let message = err.message().map(str::to_string);
+                if let Some(region) = named_region(&err, message.as_deref())
+                    && region != self.region()
+                {
+                    return StoreError::WrongRegion(region);
+                }
                 match (status, code.as_deref()) {
                     (_, Some("NoSuchBucket")) => StoreError::NoSuchBucket(self.bucket.clone()),
                     (404, _) => StoreError::NotFound,
@@ -301,6 +435,29 @@ impl SdkStore {
             }
         }
     }
+}
+
+/// The region an error answer says the bucket is in: the `x-amz-bucket-region` header (AWS,
+/// MinIO), else MinIO's and AWS's "... expecting 'REGION'" message.
+fn named_region<E>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    message: Option<&str>,
+) -> Option<String> {
+    let status = err.raw_response()?.status().as_u16();
+    if !matches!(status, 301 | 400 | 403) {
+        return None;
+    }
+    if let Some(r) = err
+        .raw_response()?
+        .headers()
+        .get("x-amz-bucket-region")
+        .filter(|r| !r.is_empty())
+    {
+        return Some(r.to_string());
+    }
+    let m = message?;
+    let rest = m.split_once("expecting '")?.1;
+    Some(rest.split_once('\'')?.0.to_string()).filter(|r| !r.is_empty())
 }
 
 /// A CompleteMultipartUpload the SDK could not parse although the server answered 200 without an
@@ -339,12 +496,25 @@ fn encode_key(key: &str) -> String {
 
 /// Picks the root cause out of the SDK's long error chain.
 fn short_reason(full: &str) -> String {
-    const KNOWN: [(&str, &str); 6] = [
+    const KNOWN: [(&str, &str); 10] = [
         ("Connection refused", "connection refused"),
         ("dns error", "host name not found"),
         ("failed to lookup address", "host name not found"),
         ("timed out", "connection timed out"),
+        (
+            "UnknownIssuer",
+            "TLS certificate not trusted (unknown issuer)",
+        ),
+        (
+            "NotValidForName",
+            "TLS certificate is for another host name",
+        ),
+        ("Expired", "TLS certificate expired"),
         ("certificate", "TLS certificate not trusted"),
+        (
+            "InvalidContentType",
+            "TLS handshake failed: is the endpoint plain http://?",
+        ),
         ("Network is unreachable", "network unreachable"),
     ];
     for (needle, said) in KNOWN {
@@ -383,28 +553,18 @@ fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> 
 
 impl ObjectStore for SdkStore {
     async fn check_bucket(&self) -> StoreResult<()> {
-        let head = || async {
-            match self.client.head_bucket().bucket(&self.bucket).send().await {
-                Ok(_) => Ok(()),
-                Err(e) => match self.map_err(e) {
-                    StoreError::NotFound => Err(StoreError::NoSuchBucket(self.bucket.clone())),
-                    other => Err(other),
-                },
+        match self.check_signature().await {
+            Err(StoreError::WrongRegion(region)) if region != self.region() => {
+                self.switch_region(&region);
+                self.check_signature().await
             }
-        };
-        if self.caps.head_bucket.call(head).await?.is_some() {
-            return Ok(());
-        }
-        match self.list("", None, None, 1).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
         let out = self
-            .client
+            .client()
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -439,7 +599,7 @@ impl ObjectStore for SdkStore {
             return Ok(Chunks::default());
         }
         let out = self
-            .client
+            .client()
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -500,7 +660,7 @@ impl ObjectStore for SdkStore {
 
     async fn create_multipart(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
         let out = self
-            .client
+            .client()
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -524,7 +684,7 @@ impl ObjectStore for SdkStore {
         use md5::Digest;
         let md5 = md5::Md5::digest(&body);
         let out = self
-            .client
+            .client()
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
@@ -560,7 +720,7 @@ impl ObjectStore for SdkStore {
             })
             .collect();
         let out = self
-            .client
+            .client()
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -582,7 +742,7 @@ impl ObjectStore for SdkStore {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
-        self.client
+        self.client()
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -607,7 +767,7 @@ impl ObjectStore for SdkStore {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.client
+        self.client()
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
@@ -627,7 +787,7 @@ impl SdkStore {
         replace: Option<PutOptions>,
     ) -> StoreResult<Option<String>> {
         let mut req = self
-            .client
+            .client()
             .copy_object()
             .bucket(&self.bucket)
             .key(dst)

@@ -88,3 +88,35 @@ fn gateway_without_multipart() {
         "copy used where the server has it"
     );
 }
+
+/// A server that predates SigV4 (old Ceph RGW): the mount finds SigV2 at its bucket check, with
+/// one refused SigV4 request per mount, and the server verifies every SigV2 signature (s3s
+/// checks them; a wrong one would be refused, not ignored).
+#[test]
+fn sigv2_only_gateway() {
+    let g = Emulated::start("sigv2-only");
+    workload(&g.backend);
+    let refused = g.log.refused("SigV4");
+    assert!(
+        (1..=2).contains(&refused),
+        "SigV4 refused {refused} times over 2 mounts (one probe each)"
+    );
+    assert!(
+        g.log.answered("SigV2") > 20,
+        "requests went signed with SigV2"
+    );
+    assert!(g.log.answered("UploadPart") > 0, "multipart under SigV2");
+    assert!(g.log.answered("CopyObject") > 0, "copy under SigV2");
+}
+
+/// A bucket in another region than the profile's: the mount follows `x-amz-bucket-region` once.
+#[test]
+fn bucket_in_another_region() {
+    let g = Emulated::start("region=eu-west-1");
+    let m = Mount::new(&g.backend, &g.backend.bucket, &[]);
+    std::fs::write(m.join("f"), b"regional").unwrap();
+    drop(m);
+    let m = Mount::new(&g.backend, &g.backend.bucket, &[]);
+    assert_eq!(std::fs::read(m.join("f")).unwrap(), b"regional");
+    assert_eq!(g.log.refused("WrongRegion"), 2, "one redirect per mount");
+}

@@ -7,3 +7,4 @@ mod fuse_gateways;
 mod fuse_read;
 mod fuse_write;
 mod reftest;
+mod servers;

@@ -58,7 +58,7 @@ fn shared() -> &'static Shared {
                     .unwrap_or_else(|_| "s3mount-test".into()),
                 external: true,
             };
-            let store = SdkStore::new(&settings(&backend, &backend.bucket));
+            let store = SdkStore::new(&settings(&backend, &backend.bucket)).expect("store");
             rt.block_on(store.create_bucket())
                 .expect("create the test bucket");
             return Shared {
@@ -122,6 +122,8 @@ pub fn settings(b: &Backend, bucket: &str) -> S3Settings {
         multipart: None,
         list_version: None,
         copy: None,
+        ca_bundle: None,
+        signature: None,
         bucket: bucket.into(),
     }
 }
@@ -146,7 +148,9 @@ pub struct Area {
 impl Area {
     pub fn new(name: &str) -> Self {
         let backend = backend();
-        let store = SdkStore::new(&settings(&backend, &backend.bucket));
+        let store = SdkStore::new(&settings(&backend, &backend.bucket)).expect("store");
+        // As a mount does: finds the signature (and region) the server wants.
+        block_on(store.check_bucket()).expect("bucket check");
         Self {
             backend,
             store,
@@ -253,6 +257,10 @@ impl Mount {
         let home = tempfile::tempdir().unwrap();
         let mut c = s3mount_cmd(b, home.path());
         c.arg(source).arg(dir.path()).args(extra);
+        // S3MOUNT_TEST_MOUNT_ARGS: flags every mount of the run gets (e.g. `--list-version 1`).
+        if let Ok(more) = std::env::var("S3MOUNT_TEST_MOUNT_ARGS") {
+            c.args(more.split_whitespace());
+        }
         let out = run_with_deadline(c, Duration::from_secs(60));
         assert!(
             out.status.success(),
