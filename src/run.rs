@@ -32,8 +32,13 @@ pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
             cfg.source
         ),
         StoreError::AccessDenied { status, .. } => format!(
-            "access denied (HTTP {status}) to bucket '{}' at {ep}: check the access key and secret of profile '{}'",
-            s3.bucket, s3.profile
+            "access denied (HTTP {status}) to bucket '{}' at {ep}: check the access key and secret of profile '{}'{}",
+            s3.bucket,
+            s3.profile,
+            match s3.signature {
+                Some(v) => format!(", and its signature = v{v} (auto detects SigV2/SigV4)"),
+                None => String::new(),
+            }
         ),
         StoreError::Unreachable { reason, .. } if reason.starts_with("TLS") => format!(
             "cannot reach endpoint {ep}: {reason}: add the server's CA certificate with ca_bundle = \"/path/ca.pem\" in profile '{}' (or AWS_CA_BUNDLE / --ca-bundle), or set verify_tls = false (--no-verify-tls) for a test server",

@@ -556,10 +556,17 @@ impl ObjectStore for SdkStore {
         match self.check_signature().await {
             Err(StoreError::WrongRegion(region)) if region != self.region() => {
                 self.switch_region(&region);
-                self.check_signature().await
+                self.check_signature().await?;
             }
-            other => other,
+            other => other?,
         }
+        // Settle ListObjectsV2 now (one cheap request), so the first `ls` does not pay for the
+        // probe. Best effort: keys allowed to list only under a prefix get AccessDenied here,
+        // and the capability is then learned by the first real listing.
+        if self.caps.list_v2.known().is_none() {
+            let _ = self.list("", Some("/"), None, 1).await;
+        }
+        Ok(())
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {

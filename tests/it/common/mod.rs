@@ -257,8 +257,9 @@ impl Mount {
         let home = tempfile::tempdir().unwrap();
         let mut c = s3mount_cmd(b, home.path());
         c.arg(source).arg(dir.path()).args(extra);
-        // S3MOUNT_TEST_MOUNT_ARGS: flags every mount of the run gets (e.g. `--list-version 1`).
-        if let Ok(more) = std::env::var("S3MOUNT_TEST_MOUNT_ARGS") {
+        // S3MOUNT_TEST_MOUNT_ARGS: flags every mount on the external endpoint gets (e.g.
+        // `--list-version 1`); not the emulated gateways, whose tests are about detection.
+        if let (true, Ok(more)) = (b.external, std::env::var("S3MOUNT_TEST_MOUNT_ARGS")) {
             c.args(more.split_whitespace());
         }
         let out = run_with_deadline(c, Duration::from_secs(60));
