@@ -163,13 +163,20 @@ pub trait ObjectStore: Send + Sync + 'static {
         md5: [u8; 16],
         opts: PutOptions,
     ) -> impl Future<Output = StoreResult<Option<String>>> + Send {
-        let _ = md5;
         let read = std::fs::read(path).map(|mut v| {
             v.truncate(len as usize);
             Bytes::from(v)
         });
         async move {
             let body = read.map_err(|e| StoreError::Other(format!("reading staged data: {e}")))?;
+            // As S3 does with Content-MD5: a digest that does not match the body is refused.
+            if <[u8; 16]>::from(<md5::Md5 as md5::Digest>::digest(&body)) != md5 {
+                return Err(StoreError::Service {
+                    status: 400,
+                    code: Some("BadDigest".into()),
+                    message: Some("the Content-MD5 does not match the body".into()),
+                });
+            }
             self.put(key, body, opts).await
         }
     }

@@ -31,6 +31,7 @@ use super::inode::{Inode, Kind, Stat};
 use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs};
 use crate::store::{MAX_OBJECT_SIZE, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
+use md5::Digest;
 use staging::{Source, Staging};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -50,6 +51,9 @@ pub struct WriteState {
     streaming: bool,
     seq_start: u64,
     seq_end: u64,
+    /// MD5 of bytes `0..seq_end` while the file has been written in order from empty and may
+    /// still go up as one PutObject: saves the separate hashing pass before the upload.
+    running_md5: Option<md5::Md5>,
     /// Changed since the last successful upload.
     dirty: bool,
     handles: u32,
@@ -66,6 +70,7 @@ impl WriteState {
             streaming: true,
             seq_start: len,
             seq_end: len,
+            running_md5: (len == 0).then(md5::Md5::new),
             dirty: false,
             handles: 0,
         }
@@ -84,8 +89,10 @@ impl WriteState {
         if len == 0 {
             self.streaming = true;
             (self.seq_start, self.seq_end) = (0, 0);
+            self.running_md5 = Some(md5::Md5::new());
         } else if len != self.seq_end {
             self.streaming = false;
+            self.running_md5 = None;
         }
         self.dirty = true;
         Ok(())
@@ -244,7 +251,12 @@ impl<S: ObjectStore> S3Fs<S> {
             etag = match w.staging.source() {
                 Source::Memory(b) => self.store.put(&w.key, b, opts).await?,
                 Source::File(path, len) => {
-                    let md5 = w.staging.md5().map_err(io_err)?;
+                    let md5 = match &w.running_md5 {
+                        Some(h) if w.streaming && w.seq_start == 0 && w.seq_end == len => {
+                            h.clone().finalize().into()
+                        }
+                        _ => w.staging.md5().map_err(io_err)?,
+                    };
                     self.store.put_file(&w.key, path, len, md5, opts).await?
                 }
             };
@@ -293,8 +305,15 @@ impl<S: ObjectStore> S3Fs<S> {
         }
         if g.streaming && offset == g.seq_end {
             g.seq_end = end;
+            if end > self.opts.multipart_threshold && self.multipart_enabled() {
+                // Multipart hashes each part instead.
+                g.running_md5 = None;
+            } else if let Some(h) = &mut g.running_md5 {
+                h.update(data);
+            }
         } else {
             g.streaming = false;
+            g.running_md5 = None;
         }
         let len = g.staging.len();
         if let Some(inode) = &inode {
