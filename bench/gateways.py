@@ -6,9 +6,11 @@ For each preset (full, minio-no-multipart, seven-call, sigv2-only) a fresh serve
 no flags (s3mount detects what is missing): sequential write of a file (`dd bs=1M conv=fsync`),
 renaming that file (CopyObject, or GET streamed into PUT), and renaming a 100-file directory.
 
-Usage (as root, from the repo root): python3 bench/gateways.py [--size-mib 512]
+Presets run interleaved, `--rounds` times (default 3); the table shows medians.
+
+Usage (as root, from the repo root): python3 bench/gateways.py [--size-mib 512] [--rounds 3]
 """
-import argparse, os, shutil, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (shared set-up: raw client, mounts)
@@ -49,20 +51,30 @@ def measure(preset, src, size_mib):
     finally:
         srv.terminate()
         srv.wait()
+        # Each preset starts from the same disk and page-cache state (earlier runs measured the
+        # later presets against the dirty pages of the earlier ones).
+        shutil.rmtree(os.path.join(run.WORK, "store-" + preset), ignore_errors=True)
+        run.sh(["sync"])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     run.sh(["cargo", "build", "--release", "--quiet", "--bin", "s3mount"], cwd=run.ROOT)
     run.WORK = tempfile.mkdtemp(prefix="s3mount-gbench.")
     try:
         src = os.path.join(run.WORK, "src.bin")
         run.sh(["dd", "if=/dev/urandom", f"of={src}", "bs=1M", f"count={a.size_mib}"])
-        res = {p: measure(p, src, a.size_mib) for p in PRESETS}
+        # Presets interleaved round by round, medians reported: the machine is shared and noisy.
+        runs = {p: [] for p in PRESETS}
+        for _ in range(a.rounds):
+            for p in PRESETS:
+                runs[p].append(measure(p, src, a.size_mib))
+        res = {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in runs.items()}
         full = res["full"]
-        print(f"\n# gateway benchmark: {a.size_mib} MiB file, 100-file dir, embedded server on loopback, {os.cpu_count()} cores")
+        print(f"\n# gateway benchmark: {a.size_mib} MiB file, 100-file dir, embedded server on loopback, {os.cpu_count()} cores, median of {a.rounds}")
         print(f"{'preset':20} {'write MiB/s':>12} {'x full':>7} {'file mv s':>10} {'x full':>7} {'dir mv s':>9} {'x full':>7}")
         for p, m in res.items():
             print(f"{p:20} {m['write MiB/s']:12.1f} {m['write MiB/s']/full['write MiB/s']:7.2f} "
