@@ -8,7 +8,7 @@
 
 use crate::cli::CheckArgs;
 use crate::config::{Addressing, resolve_mount};
-use crate::run::{CHECK_TIMEOUT, explain_store_error};
+use crate::run::{check_in_time, explain_store_error};
 use crate::store::sdk::SdkStore;
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
@@ -28,19 +28,7 @@ pub fn check_main(args: CheckArgs) -> Result<(), String> {
     let s3 = &cfg.s3;
     let store = SdkStore::new(s3)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
-    rt.block_on(async {
-        match tokio::time::timeout(CHECK_TIMEOUT, store.check_bucket()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(explain_store_error(&cfg, &e)),
-            Err(_) => Err(explain_store_error(
-                &cfg,
-                &StoreError::Unreachable {
-                    endpoint: String::new(),
-                    reason: format!("no answer in {}s", CHECK_TIMEOUT.as_secs()),
-                },
-            )),
-        }
-    })?;
+    rt.block_on(check_in_time(&cfg, store.check_bucket()))?;
     let row = |k: &str, v: &str| println!("{k:<15} {v}");
     row("profile", &s3.profile);
     row(

@@ -37,26 +37,8 @@ pub struct CheckArgs {
     /// Mount options, comma-separated, as for mounting (profile=, endpoint=, signature=, ...).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
-    #[arg(long)]
-    pub profile: Option<String>,
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    #[arg(long)]
-    pub region: Option<String>,
-    #[arg(long)]
-    pub addressing_style: Option<String>,
-    #[arg(long)]
-    pub signature: Option<String>,
-    #[arg(long)]
-    pub ca_bundle: Option<String>,
-    #[arg(long)]
-    pub no_verify_tls: bool,
-    #[arg(long)]
-    pub multipart: Option<String>,
-    #[arg(long)]
-    pub list_version: Option<String>,
-    #[arg(long)]
-    pub copy: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Log the probes to stderr (-v info, -vv debug).
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -70,16 +52,7 @@ impl CheckArgs {
             mountpoint: Some(PathBuf::from("/")),
             read_only: self.read_only,
             options: self.options.clone(),
-            profile: self.profile.clone(),
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            addressing_style: self.addressing_style.clone(),
-            signature: self.signature.clone(),
-            ca_bundle: self.ca_bundle.clone(),
-            no_verify_tls: self.no_verify_tls,
-            multipart: self.multipart.clone(),
-            list_version: self.list_version.clone(),
-            copy: self.copy.clone(),
+            s3: self.s3.clone(),
             ..Default::default()
         }
     }
@@ -130,6 +103,38 @@ pub struct MountArgs {
     /// Upload every file in one PutObject (files up to 5 GiB); also `-o no_multipart`.
     #[arg(long)]
     pub no_multipart: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Owner of every file (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits of files, octal (default 644).
+    #[arg(long)]
+    pub file_mode: Option<String>,
+    /// Permission bits of directories, octal (default 755).
+    #[arg(long)]
+    pub dir_mode: Option<String>,
+    /// How long (seconds) metadata and negative lookups are trusted before asking S3 again.
+    #[arg(long)]
+    pub metadata_ttl: Option<String>,
+    /// Memory for file data (page cache and prefetch together), e.g. 512M, 2G.
+    #[arg(long)]
+    pub cache_size: Option<String>,
+    /// Where the daemon writes its log (default: ~/.cache/s3mount/s3mount.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The S3 side's settings given on the command line (or as `-o` options), overriding the
+/// profile's. Shared by mounting and `check`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct S3Args {
     /// Multipart upload: auto (detect), on, off (same as --no-multipart).
     #[arg(long)]
     pub multipart: Option<String>,
@@ -160,30 +165,6 @@ pub struct MountArgs {
     /// `path`, `virtual` or `auto`.
     #[arg(long)]
     pub addressing_style: Option<String>,
-    /// Owner of every file (default: the mounting user).
-    #[arg(long)]
-    pub uid: Option<u32>,
-    /// Group of every file (default: the mounting user's group).
-    #[arg(long)]
-    pub gid: Option<u32>,
-    /// Permission bits of files, octal (default 644).
-    #[arg(long)]
-    pub file_mode: Option<String>,
-    /// Permission bits of directories, octal (default 755).
-    #[arg(long)]
-    pub dir_mode: Option<String>,
-    /// How long (seconds) metadata and negative lookups are trusted before asking S3 again.
-    #[arg(long)]
-    pub metadata_ttl: Option<String>,
-    /// Memory for file data (page cache and prefetch together), e.g. 512M, 2G.
-    #[arg(long)]
-    pub cache_size: Option<String>,
-    /// Where the daemon writes its log (default: ~/.cache/s3mount/s3mount.log).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
-    /// More logging (-v info, -vv debug, -vvv trace).
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 #[derive(Debug, Args, Clone)]

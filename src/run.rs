@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Longest the bucket check may take before the mount gives up (retries included).
-pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Turns a failed bucket check into one line naming the problem and the fix.
 pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
@@ -61,6 +61,25 @@ pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
             s3.bucket, s3.profile
         ),
         other => format!("cannot use bucket '{}' at {ep}: {other}", s3.bucket),
+    }
+}
+
+/// Runs the bucket check `check` within [`CHECK_TIMEOUT`]; a failure or silence becomes the
+/// one-line cause and fix.
+pub(crate) async fn check_in_time(
+    cfg: &MountConfig,
+    check: impl Future<Output = Result<(), StoreError>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(explain_store_error(cfg, &e)),
+        Err(_) => Err(explain_store_error(
+            cfg,
+            &StoreError::Unreachable {
+                endpoint: String::new(),
+                reason: format!("no answer in {}s", CHECK_TIMEOUT.as_secs()),
+            },
+        )),
     }
 }
 
@@ -245,19 +264,7 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         &cfg.prefix,
         cfg.fs.clone(),
     ));
-    rt.block_on(async {
-        match tokio::time::timeout(CHECK_TIMEOUT, core.check()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(explain_store_error(&cfg, &e)),
-            Err(_) => Err(explain_store_error(
-                &cfg,
-                &StoreError::Unreachable {
-                    endpoint: String::new(),
-                    reason: format!("no answer in {}s", CHECK_TIMEOUT.as_secs()),
-                },
-            )),
-        }
-    })?;
+    rt.block_on(check_in_time(&cfg, core.check()))?;
 
     let mut options = vec![
         fuser::MountOption::FSName(cfg.source.clone()),

@@ -7,7 +7,7 @@ use super::files::{IniProfiles, TomlFile, TomlProfile, read_aws_ini, read_toml};
 use super::{
     Addressing, ConfigError, FsOptions, FuseOptions, MountConfig, S3Settings, Secret, parse_size,
 };
-use crate::cli::MountArgs;
+use crate::cli::{MountArgs, S3Args};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,20 +102,6 @@ pub fn parse_source(s: &str) -> Result<Source, ConfigError> {
     })
 }
 
-/// Values that can come from the CLI for the S3 side.
-#[derive(Debug, Default, Clone)]
-pub struct S3Overrides {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub addressing_style: Option<String>,
-    pub multipart: Option<String>,
-    pub list_version: Option<String>,
-    pub copy: Option<String>,
-    pub signature: Option<String>,
-    pub ca_bundle: Option<String>,
-    pub verify_tls: Option<bool>,
-}
-
 /// `auto` -> None (detect), `on`/`off` (or true/false) -> fixed.
 fn parse_auto_bool(v: &str, what: &str) -> Result<Option<bool>, ConfigError> {
     match v.to_ascii_lowercase().as_str() {
@@ -132,7 +118,7 @@ fn parse_auto_bool(v: &str, what: &str) -> Result<Option<bool>, ConfigError> {
 pub fn resolve_s3(
     profile: Option<&str>,
     bucket: &str,
-    cli: &S3Overrides,
+    cli: &S3Args,
     env: &Env,
 ) -> Result<S3Settings, ConfigError> {
     let profile = profile
@@ -254,8 +240,8 @@ pub fn resolve_s3(
         .unwrap_or_else(|| "us-east-1".to_string());
 
     let verify_tls = match cli
-        .verify_tls
-        .map(|v| v.to_string())
+        .no_verify_tls
+        .then(|| "false".to_string())
         .or_else(|| e("AWS_S3_VERIFY"))
     {
         Some(v) => parse_bool(&v).ok_or_else(|| {
@@ -416,10 +402,10 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "gid" => a.gid = a.gid.or(Some(need(v)?.parse().map_err(|_| bad_opt(opt))?)),
             "file_mode" => a.file_mode = a.file_mode.or(Some(need(v)?)),
             "dir_mode" => a.dir_mode = a.dir_mode.or(Some(need(v)?)),
-            "profile" => a.profile = a.profile.or(Some(need(v)?)),
-            "endpoint" => a.endpoint = a.endpoint.or(Some(need(v)?)),
-            "region" => a.region = a.region.or(Some(need(v)?)),
-            "addressing_style" => a.addressing_style = a.addressing_style.or(Some(need(v)?)),
+            "profile" => a.s3.profile = a.s3.profile.or(Some(need(v)?)),
+            "endpoint" => a.s3.endpoint = a.s3.endpoint.or(Some(need(v)?)),
+            "region" => a.s3.region = a.s3.region.or(Some(need(v)?)),
+            "addressing_style" => a.s3.addressing_style = a.s3.addressing_style.or(Some(need(v)?)),
             "metadata_ttl" => a.metadata_ttl = a.metadata_ttl.or(Some(need(v)?)),
             "cache_size" => a.cache_size = a.cache_size.or(Some(need(v)?)),
             "cache_dir" => a.cache_dir = a.cache_dir.or(Some(need(v)?.into())),
@@ -428,12 +414,12 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "foreground" => a.foreground = true,
             "posix_metadata" => a.posix_metadata = true,
             "no_multipart" => a.no_multipart = true,
-            "multipart" => a.multipart = a.multipart.or(Some(need(v)?)),
-            "list_version" => a.list_version = a.list_version.or(Some(need(v)?)),
-            "copy" => a.copy = a.copy.or(Some(need(v)?)),
-            "signature" => a.signature = a.signature.or(Some(need(v)?)),
-            "ca_bundle" => a.ca_bundle = a.ca_bundle.or(Some(need(v)?)),
-            "no_verify_tls" => a.no_verify_tls = true,
+            "multipart" => a.s3.multipart = a.s3.multipart.or(Some(need(v)?)),
+            "list_version" => a.s3.list_version = a.s3.list_version.or(Some(need(v)?)),
+            "copy" => a.s3.copy = a.s3.copy.or(Some(need(v)?)),
+            "signature" => a.s3.signature = a.s3.signature.or(Some(need(v)?)),
+            "ca_bundle" => a.s3.ca_bundle = a.s3.ca_bundle.or(Some(need(v)?)),
+            "no_verify_tls" => a.s3.no_verify_tls = true,
             "multipart_threshold" => {
                 a.multipart_threshold = a.multipart_threshold.or(Some(need(v)?))
             }
@@ -466,19 +452,8 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
         .clone()
         .ok_or_else(|| ConfigError("missing MOUNTPOINT".into()))?;
     let source = parse_source(&source_text)?;
-    let profile = source.profile.clone().or(a.profile.clone());
-    let overrides = S3Overrides {
-        endpoint: a.endpoint.clone(),
-        region: a.region.clone(),
-        addressing_style: a.addressing_style.clone(),
-        multipart: a.multipart.clone(),
-        list_version: a.list_version.clone(),
-        copy: a.copy.clone(),
-        signature: a.signature.clone(),
-        ca_bundle: a.ca_bundle.clone(),
-        verify_tls: a.no_verify_tls.then_some(false),
-    };
-    let s3 = resolve_s3(profile.as_deref(), &source.bucket, &overrides, env)?;
+    let profile = source.profile.clone().or(a.s3.profile.clone());
+    let s3 = resolve_s3(profile.as_deref(), &source.bucket, &a.s3, env)?;
 
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -649,13 +624,13 @@ mod tests {
                 ("AWS_ACCESS_KEY_ID", "PLAIN"),
             ],
         );
-        let s = resolve_s3(Some("p1"), "b", &S3Overrides::default(), &env).unwrap();
+        let s = resolve_s3(Some("p1"), "b", &S3Args::default(), &env).unwrap();
         assert_eq!(s.access_key, "ENVKEY");
         assert_eq!(s.secret_key.expose(), "FILESECRET");
         assert_eq!(s.region, "toml-region");
         assert_eq!(s.endpoint.as_deref(), Some("http://files:9000"));
         assert_eq!(s.addressing, Addressing::Virtual);
-        let cli = S3Overrides {
+        let cli = S3Args {
             region: Some("cli-region".into()),
             ..Default::default()
         };
@@ -677,7 +652,7 @@ mod tests {
                 ("AWS_S3_VERIFY", "false"),
             ],
         );
-        let s = resolve_s3(None, "b", &S3Overrides::default(), &env).unwrap();
+        let s = resolve_s3(None, "b", &S3Args::default(), &env).unwrap();
         assert_eq!(
             s.endpoint.as_deref(),
             Some("https://oss-cn-hangzhou.aliyuncs.com")
@@ -703,7 +678,7 @@ mod tests {
                 ("OLD__AWS_SECRET_ACCESS_KEY", "S"),
             ],
         );
-        let s = resolve_s3(Some("old"), "b", &S3Overrides::default(), &env).unwrap();
+        let s = resolve_s3(Some("old"), "b", &S3Args::default(), &env).unwrap();
         assert_eq!(
             s.signature,
             Some(2),
@@ -718,9 +693,9 @@ mod tests {
                 ("OLD__AWS_CA_BUNDLE", "/env-ca.pem"),
             ],
         );
-        let cli = S3Overrides {
+        let cli = S3Args {
             signature: Some("auto".into()),
-            verify_tls: Some(false),
+            no_verify_tls: true,
             ..Default::default()
         };
         let s = resolve_s3(Some("old"), "b", &cli, &env).unwrap();
@@ -731,7 +706,7 @@ mod tests {
             "env beats files"
         );
         assert!(!s.verify_tls);
-        let cli = S3Overrides {
+        let cli = S3Args {
             signature: Some("v3".into()),
             ..Default::default()
         };
@@ -746,9 +721,9 @@ mod tests {
     fn errors_name_the_problem_and_the_fix() {
         let home = tempfile::tempdir().unwrap();
         let env = env_with(home.path(), &[]);
-        let e = resolve_s3(Some("nope"), "b", &S3Overrides::default(), &env).unwrap_err();
+        let e = resolve_s3(Some("nope"), "b", &S3Args::default(), &env).unwrap_err();
         assert!(e.0.starts_with("unknown profile 'nope'"), "{e}");
-        let e = resolve_s3(None, "b", &S3Overrides::default(), &env).unwrap_err();
+        let e = resolve_s3(None, "b", &S3Args::default(), &env).unwrap_err();
         assert!(
             e.0.contains("no access key") && e.0.contains("AWS_ACCESS_KEY_ID"),
             "{e}"
@@ -757,7 +732,7 @@ mod tests {
             home.path(),
             &[("AWS_ACCESS_KEY_ID", "K"), ("AWS_SECRET_ACCESS_KEY", "S")],
         );
-        let cli = S3Overrides {
+        let cli = S3Args {
             endpoint: Some("ftp://x".into()),
             ..Default::default()
         };

@@ -57,8 +57,6 @@ pub struct SdkStore {
     client: Arc<RwLock<Client>>,
     settings: Arc<S3Settings>,
     http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
-    /// The region requests are signed for (the profile's, or the one the server named).
-    region: Arc<RwLock<String>>,
     /// Sign with SigV2 instead of SigV4 (read by the interceptor).
     sigv2: Arc<AtomicBool>,
     bucket: String,
@@ -77,7 +75,6 @@ impl SdkStore {
             client: Arc::new(RwLock::new(client)),
             settings: Arc::new(s.clone()),
             http,
-            region: Arc::new(RwLock::new(s.region.clone())),
             sigv2,
             bucket: s.bucket.clone(),
             endpoint: s
@@ -100,9 +97,14 @@ impl SdkStore {
         self.client.read().unwrap().clone()
     }
 
-    /// The region requests are signed for now.
+    /// The region requests are signed for now: the profile's, or the one the server named.
     pub fn region(&self) -> String {
-        self.region.read().unwrap().clone()
+        let client = self.client.read().unwrap();
+        client
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
     }
 
     /// Whether requests are signed with SigV2.
@@ -124,7 +126,6 @@ impl SdkStore {
             self.sigv2.clone(),
         );
         *self.client.write().unwrap() = client;
-        *self.region.write().unwrap() = region.to_string();
     }
 
     /// HeadBucket, else a one-key listing where the server lacks HeadBucket.
@@ -183,51 +184,6 @@ impl SdkStore {
             }
         }
     }
-}
-
-/// One SDK client for `s`, signing for `region`.
-fn build_client(
-    s: &S3Settings,
-    region: &str,
-    http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
-    sigv2: Arc<AtomicBool>,
-) -> Client {
-    let creds = Credentials::new(
-        s.access_key.clone(),
-        s.secret_key.expose().to_string(),
-        s.session_token.as_ref().map(|t| t.expose().to_string()),
-        None,
-        "s3mount",
-    );
-    let mut b = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .credentials_provider(creds)
-        .interceptor(super::sigv2::SigV2::new(
-            &s.access_key,
-            &s.secret_key,
-            &s.bucket,
-            sigv2,
-        ))
-        .force_path_style(s.path_style())
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .retry_config(RetryConfig::standard().with_max_attempts(s.max_retries.max(1)))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build(),
-        );
-    if let Some(ep) = &s.endpoint {
-        b = b.endpoint_url(ep.clone());
-    }
-    if let Some(http) = http {
-        b = b.http_client(http);
-    }
-    Client::from_conf(b.build())
-}
-
-impl SdkStore {
     /// What the server was found (or configured) to have so far.
     pub fn caps(&self) -> &Caps {
         &self.caps
@@ -435,6 +391,48 @@ impl SdkStore {
             }
         }
     }
+}
+
+/// One SDK client for `s`, signing for `region`.
+fn build_client(
+    s: &S3Settings,
+    region: &str,
+    http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
+    sigv2: Arc<AtomicBool>,
+) -> Client {
+    let creds = Credentials::new(
+        s.access_key.clone(),
+        s.secret_key.expose().to_string(),
+        s.session_token.as_ref().map(|t| t.expose().to_string()),
+        None,
+        "s3mount",
+    );
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(creds)
+        .interceptor(super::sigv2::SigV2::new(
+            &s.access_key,
+            &s.secret_key,
+            &s.bucket,
+            sigv2,
+        ))
+        .force_path_style(s.path_style())
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::standard().with_max_attempts(s.max_retries.max(1)))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build(),
+        );
+    if let Some(ep) = &s.endpoint {
+        b = b.endpoint_url(ep.clone());
+    }
+    if let Some(http) = http {
+        b = b.http_client(http);
+    }
+    Client::from_conf(b.build())
 }
 
 /// The region an error answer says the bucket is in: the `x-amz-bucket-region` header (AWS,

@@ -3,15 +3,13 @@
 //! and with verification off.
 
 use crate::common::*;
-use s3mount::server::storage::Storage;
 use std::path::Path;
 use std::time::Duration;
 
 /// An HTTPS embedded server with a fresh self-signed certificate for 127.0.0.1.
 struct TlsServer {
-    backend: Backend,
+    server: Emulated,
     cert: std::path::PathBuf,
-    task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -24,36 +22,12 @@ impl TlsServer {
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, ck.cert.pem()).unwrap();
         std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-        let storage = Storage::open(&dir.path().join("data")).unwrap();
-        storage.create_bucket("secure").unwrap();
         let tls = s3mount::server::tls_acceptor(&cert, &key).unwrap();
-        let running = block_on(s3mount::server::start_with_tls(
-            std::sync::Arc::new(storage),
-            "127.0.0.1:0",
-            ACCESS,
-            SECRET,
-            Default::default(),
-            Some(tls),
-        ))
-        .unwrap();
         Self {
-            backend: Backend {
-                endpoint: format!("https://127.0.0.1:{}", running.addr.port()),
-                access: ACCESS.into(),
-                secret: SECRET.into(),
-                bucket: "secure".into(),
-                external: false,
-            },
+            server: Emulated::start_with_tls("", Some(tls)),
             cert,
-            task: running.task,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -77,7 +51,7 @@ fn self_signed_tls_fails_by_default_and_works_when_trusted() {
     let home = tempfile::tempdir().unwrap();
     let cert = s.cert.to_str().unwrap();
 
-    let (ok, _, err) = check(&s.backend, home.path(), &[], &[]);
+    let (ok, _, err) = check(&s.server.backend, home.path(), &[], &[]);
     assert!(!ok, "an untrusted certificate must fail");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("TLS certificate not trusted"), "{err}");
@@ -87,14 +61,19 @@ fn self_signed_tls_fails_by_default_and_works_when_trusted() {
     );
     assert!(!err.contains(SECRET));
 
-    let (ok, out, err) = check(&s.backend, home.path(), &[], &[("AWS_CA_BUNDLE", cert)]);
+    let (ok, out, err) = check(
+        &s.server.backend,
+        home.path(),
+        &[],
+        &[("AWS_CA_BUNDLE", cert)],
+    );
     assert!(ok, "AWS_CA_BUNDLE: {err}");
     assert!(
         out.contains(&format!("verified (system roots + {cert})")),
         "{out}"
     );
 
-    let (ok, out, err) = check(&s.backend, home.path(), &["--no-verify-tls"], &[]);
+    let (ok, out, err) = check(&s.server.backend, home.path(), &["--no-verify-tls"], &[]);
     assert!(ok, "--no-verify-tls: {err}");
     assert!(out.contains("NOT verified"), "{out}");
 
@@ -102,19 +81,19 @@ fn self_signed_tls_fails_by_default_and_works_when_trusted() {
     let toml = home.path().join(".config/s3mount/config.toml");
     std::fs::create_dir_all(toml.parent().unwrap()).unwrap();
     std::fs::write(&toml, "[profiles.default]\nverify_tls = false\n").unwrap();
-    let (ok, _, err) = check(&s.backend, home.path(), &[], &[]);
+    let (ok, _, err) = check(&s.server.backend, home.path(), &[], &[]);
     assert!(ok, "verify_tls = false in the profile: {err}");
     std::fs::write(
         &toml,
         format!("[profiles.default]\nca_bundle = \"{cert}\"\n"),
     )
     .unwrap();
-    let (ok, _, err) = check(&s.backend, home.path(), &[], &[]);
+    let (ok, _, err) = check(&s.server.backend, home.path(), &[], &[]);
     assert!(ok, "ca_bundle in the profile: {err}");
     std::fs::remove_file(&toml).unwrap();
 
     let (ok, _, err) = check(
-        &s.backend,
+        &s.server.backend,
         home.path(),
         &["--ca-bundle", "/nonexistent.pem"],
         &[],
@@ -127,10 +106,10 @@ fn self_signed_tls_fails_by_default_and_works_when_trusted() {
     // A real mount over HTTPS with the bundle: write, remount, read.
     let opt = format!("ca_bundle={cert}");
     {
-        let m = Mount::new(&s.backend, "secure", &["-o", &opt]);
+        let m = Mount::new(&s.server.backend, &s.server.backend.bucket, &["-o", &opt]);
         std::fs::write(m.join("over-tls"), b"encrypted in transit").unwrap();
     }
-    let m = Mount::new(&s.backend, "secure", &["-o", &opt]);
+    let m = Mount::new(&s.server.backend, &s.server.backend.bucket, &["-o", &opt]);
     assert_eq!(
         std::fs::read(m.join("over-tls")).unwrap(),
         b"encrypted in transit"

@@ -67,37 +67,51 @@ fn shared() -> &'static Shared {
                 _dir: None,
             };
         }
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        storage.create_bucket("test").unwrap();
         // S3MOUNT_TEST_EMULATE runs the suite against an emulated gateway (see `s3mount serve
         // --emulate`), with no flags on the mounts: they must detect what is missing.
         let emulation = s3mount::server::emulate::Emulation::parse(
             &std::env::var("S3MOUNT_TEST_EMULATE").unwrap_or_default(),
         )
         .expect("S3MOUNT_TEST_EMULATE");
-        let running = rt
-            .block_on(s3mount::server::start(
-                std::sync::Arc::new(storage),
-                "127.0.0.1:0",
-                ACCESS,
-                SECRET,
-                emulation,
-            ))
-            .unwrap();
-        let backend = Backend {
-            endpoint: format!("http://{}", running.addr),
-            access: ACCESS.into(),
-            secret: SECRET.into(),
-            bucket: "test".into(),
-            external: false,
-        };
+        let (backend, _running, dir) = start_embedded(&rt, "test", emulation, None);
         Shared {
             rt,
             backend,
             _dir: Some(dir),
         }
     })
+}
+
+/// The embedded server on loopback (HTTPS with `tls`) over a new directory holding `bucket`.
+/// The server runs until its task is aborted.
+pub fn start_embedded(
+    rt: &tokio::runtime::Runtime,
+    bucket: &str,
+    emulation: s3mount::server::emulate::Emulation,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (Backend, s3mount::server::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    storage.create_bucket(bucket).unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let running = rt
+        .block_on(s3mount::server::start_with_tls(
+            std::sync::Arc::new(storage),
+            "127.0.0.1:0",
+            ACCESS,
+            SECRET,
+            emulation,
+            tls,
+        ))
+        .unwrap();
+    let backend = Backend {
+        endpoint: format!("{scheme}://{}", running.addr),
+        access: ACCESS.into(),
+        secret: SECRET.into(),
+        bucket: bucket.into(),
+        external: false,
+    };
+    (backend, running, dir)
 }
 
 pub fn backend() -> Backend {
@@ -403,26 +417,15 @@ pub struct Emulated {
 
 impl Emulated {
     pub fn start(spec: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
-        storage.create_bucket("gateway").unwrap();
+        Self::start_with_tls(spec, None)
+    }
+
+    /// [`Emulated::start`], serving HTTPS with `tls`.
+    pub fn start_with_tls(spec: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let emulation = s3mount::server::emulate::Emulation::parse(spec).unwrap();
-        let running = block_on(s3mount::server::start(
-            std::sync::Arc::new(storage),
-            "127.0.0.1:0",
-            ACCESS,
-            SECRET,
-            emulation,
-        ))
-        .unwrap();
+        let (backend, running, dir) = start_embedded(&shared().rt, "gateway", emulation, tls);
         Self {
-            backend: Backend {
-                endpoint: format!("http://{}", running.addr),
-                access: ACCESS.into(),
-                secret: SECRET.into(),
-                bucket: "gateway".into(),
-                external: false,
-            },
+            backend,
             log: running.log,
             task: running.task,
             _dir: dir,
