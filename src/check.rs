@@ -10,7 +10,7 @@ use crate::cli::CheckArgs;
 use crate::config::{Addressing, resolve_mount};
 use crate::run::{check_in_time, explain_store_error};
 use crate::store::sdk::SdkStore;
-use crate::store::{ObjectStore, PutOptions, StoreError};
+use crate::store::{Cap, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 
 pub fn check_main(args: CheckArgs) -> Result<(), String> {
@@ -77,16 +77,18 @@ pub fn check_main(args: CheckArgs) -> Result<(), String> {
         Some(false) => format!("no: {fallback}"),
         None => "not probed".to_string(),
     };
-    let caps = store.caps();
     row(
         "HeadBucket",
-        &yes_no(caps.head_bucket.known(), "the bucket check lists one key"),
+        &yes_no(
+            store.capability(Cap::HeadBucket),
+            "the bucket check lists one key",
+        ),
     );
     let listed = rt.block_on(store.list(&cfg.prefix, Some("/"), None, 1));
     listed.map_err(|e| explain_store_error(&cfg, &e))?;
     row(
         "ListObjectsV2",
-        &yes_no(caps.list_v2.known(), "ListObjects v1 with markers"),
+        &yes_no(store.capability(Cap::ListV2), "ListObjects v1 with markers"),
     );
     if cfg.fs.read_only {
         row("writes", "not probed (--read-only)");
@@ -135,22 +137,19 @@ async fn probe_writes(
         .await
         .map_err(denied)?;
     let copied = store.copy(&key, &copy_key, None).await;
-    let multipart = match store.create_multipart(&key, PutOptions::default()).await {
+    match store.create_multipart(&key, PutOptions::default()).await {
         Ok(id) => {
             let _ = store.abort_multipart(&key, &id).await;
-            Some(true)
         }
-        Err(StoreError::NotImplemented(_)) => Some(false),
-        Err(e) => {
-            tracing::warn!("multipart probe failed: {e}");
-            None
-        }
-    };
+        Err(StoreError::NotImplemented(_)) => {}
+        Err(e) => tracing::warn!("multipart probe failed: {e}"),
+    }
+    let multipart = store.capability(Cap::Multipart);
     let _ = store.delete(&copy_key).await;
     store
         .delete(&key)
         .await
         .map_err(|e| format!("cannot delete the probe object {key}: {e}"))?;
     copied.map_err(|e| format!("cannot copy the probe object {key}: {e}"))?;
-    Ok((store.caps().copy.known(), multipart))
+    Ok((store.capability(Cap::Copy), multipart))
 }

@@ -165,6 +165,10 @@ pub struct S3Args {
     /// `path`, `virtual` or `auto`.
     #[arg(long)]
     pub addressing_style: Option<String>,
+    /// Seconds to wait per request attempt for the server's answer, and for more bytes of a
+    /// body that stalled, before retrying (default 30); also `-o request_timeout=`.
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

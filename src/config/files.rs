@@ -86,6 +86,8 @@ pub struct TomlProfile {
     pub signature: Option<String>,
     /// Attempts per request, first try included.
     pub max_retries: Option<u32>,
+    /// Seconds to wait per attempt for response headers or a stalled body (default 30).
+    pub request_timeout: Option<f64>,
     /// `auto` (detect), `on` or `off`: multipart upload for large files.
     pub multipart: Option<String>,
     /// `auto` (detect), `1` or `2`: ListObjects version.

@@ -13,101 +13,10 @@ mod resolve;
 
 pub use resolve::{Env, resolve_mount, resolve_s3};
 
+pub use crate::store::settings::{Addressing, S3Settings, Secret};
+
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A secret that never prints: Debug and Display show `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself, for signing only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Bucket addressing style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Addressing {
-    /// `http://host/bucket/key`
-    Path,
-    /// `http://bucket.host/key`
-    Virtual,
-    /// Path style for IP addresses, `localhost` and explicit ports; virtual otherwise.
-    Auto,
-}
-
-/// Everything needed to talk to one bucket.
-#[derive(Debug, Clone)]
-pub struct S3Settings {
-    /// Profile these settings came from (for messages).
-    pub profile: String,
-    /// Endpoint URL; `None` means AWS for `region`.
-    pub endpoint: Option<String>,
-    /// Signing region.
-    pub region: String,
-    /// Addressing style as configured.
-    pub addressing: Addressing,
-    /// Access key id (not secret; shown in messages as needed).
-    pub access_key: String,
-    /// Secret access key.
-    pub secret_key: Secret,
-    /// Session token of temporary credentials.
-    pub session_token: Option<Secret>,
-    /// Verify the server's TLS certificate.
-    pub verify_tls: bool,
-    /// PEM certificates trusted in addition to the system's (`ca_bundle`, `AWS_CA_BUNDLE`).
-    pub ca_bundle: Option<std::path::PathBuf>,
-    /// Signature version: `None` detect (v4, v2 when the server refuses v4), or 2 / 4.
-    pub signature: Option<u8>,
-    /// Attempts per request, first try included.
-    pub max_retries: u32,
-    /// Multipart upload: `None` detect, or fixed by the profile.
-    pub multipart: Option<bool>,
-    /// ListObjects version: `None` detect (v2, falling back to v1), or fixed.
-    pub list_version: Option<u8>,
-    /// CopyObject: `None` detect, or fixed (false: copies stream GET -> PUT).
-    pub copy: Option<bool>,
-    /// Bucket name.
-    pub bucket: String,
-}
-
-impl S3Settings {
-    /// Whether requests use path-style addressing (resolving `Auto`).
-    pub fn path_style(&self) -> bool {
-        match self.addressing {
-            Addressing::Path => true,
-            Addressing::Virtual => false,
-            Addressing::Auto => match &self.endpoint {
-                None => self.bucket.contains('.'),
-                Some(ep) => endpoint_wants_path_style(ep) || self.bucket.contains('.'),
-            },
-        }
-    }
-}
-
-/// IPs, `localhost` and explicit ports cannot carry a bucket sub-domain.
-fn endpoint_wants_path_style(endpoint: &str) -> bool {
-    let Ok(uri) = endpoint.parse::<http::Uri>() else {
-        return true;
-    };
-    let host = uri.host().unwrap_or("");
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    uri.port().is_some()
-        || host == "localhost"
-        || host.ends_with(".localhost")
-        || host.parse::<std::net::IpAddr>().is_ok()
-}
 
 /// Filesystem behaviour options.
 #[derive(Debug, Clone)]
@@ -230,6 +139,7 @@ mod tests {
             ca_bundle: None,
             signature: None,
             max_retries: 3,
+            request_timeout: std::time::Duration::from_secs(30),
             multipart: None,
             list_version: None,
             copy: None,

@@ -28,6 +28,11 @@ const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
 const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// Default attempts per request (first try included).
 const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default per-attempt wait for response headers, and for more bytes of a stalled body: long
+/// enough for a slow store under load (AWS answers in 10-100 ms; a busy Ceph in seconds), short
+/// enough that a server that accepted a request and went silent fails the call in under two
+/// minutes with the retries, instead of hanging the reader forever.
+const DEFAULT_REQUEST_TIMEOUT_SECS: f64 = 30.0;
 
 /// A snapshot of the environment and of where the user's files are.
 #[derive(Debug, Clone, Default)]
@@ -292,6 +297,22 @@ pub fn resolve_s3(
     let pick = |cli: &Option<String>, file: Option<&Option<String>>| {
         cli.clone().or_else(|| file.cloned().flatten())
     };
+    let request_timeout = match cli
+        .request_timeout
+        .clone()
+        .or_else(|| env.get("S3MOUNT_REQUEST_TIMEOUT").map(str::to_string))
+        .or_else(|| t.and_then(|t| t.request_timeout.map(|v| v.to_string())))
+    {
+        None => std::time::Duration::from_secs_f64(DEFAULT_REQUEST_TIMEOUT_SECS),
+        Some(v) => match v.trim().trim_end_matches('s').parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() => std::time::Duration::from_secs_f64(secs),
+            _ => {
+                return Err(ConfigError(format!(
+                    "bad request_timeout '{v}': use a number of seconds above 0, e.g. 30"
+                )));
+            }
+        },
+    };
     let multipart = pick(&cli.multipart, t.map(|t| &t.multipart))
         .map(|v| parse_auto_bool(&v, "multipart"))
         .transpose()?
@@ -323,6 +344,7 @@ pub fn resolve_s3(
         ca_bundle,
         signature,
         max_retries,
+        request_timeout,
         multipart,
         list_version,
         copy,
@@ -417,6 +439,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "multipart" => a.s3.multipart = a.s3.multipart.or(Some(need(v)?)),
             "list_version" => a.s3.list_version = a.s3.list_version.or(Some(need(v)?)),
             "copy" => a.s3.copy = a.s3.copy.or(Some(need(v)?)),
+            "request_timeout" => a.s3.request_timeout = a.s3.request_timeout.or(Some(need(v)?)),
             "signature" => a.s3.signature = a.s3.signature.or(Some(need(v)?)),
             "ca_bundle" => a.s3.ca_bundle = a.s3.ca_bundle.or(Some(need(v)?)),
             "no_verify_tls" => a.s3.no_verify_tls = true,

@@ -11,7 +11,9 @@
 //!
 //! Locks, in order: `dirs`/`files` handle maps (std, map operations only) before a handle's own
 //! tokio mutex (held across awaits: a handle's reads and listings are serial by nature), before
-//! the inode table (std, never across an await).
+//! the inode table (std, never across an await). A file's write state (tokio, held across its
+//! uploads) before the `writers` map (std, map operations only): the map's lock is never held
+//! while waiting for a state's.
 
 pub mod error;
 pub mod inode;
@@ -101,9 +103,7 @@ pub struct S3Fs<S: ObjectStore> {
     files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     /// Files being written, by inode: one staging shared by all write handles of the inode.
-    writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<write::WriteState>>>>,
-    /// CreateMultipartUpload, learned from the server (missing: single PutObject from then on).
-    multipart_cap: crate::store::Capability,
+    writers: Mutex<HashMap<u64, write::WriterSlot>>,
     /// Part uploads in flight across the mount ([`write::UPLOAD_SLOTS`]).
     upload_slots: Arc<Semaphore>,
     next_fh: AtomicU64,
@@ -125,11 +125,6 @@ impl<S: ObjectStore> S3Fs<S> {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
-            multipart_cap: crate::store::Capability::new(
-                None,
-                "multipart upload",
-                "files go up in one PutObject (up to 5 GiB each)",
-            ),
             upload_slots: write::upload_slots(),
             next_fh: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),

@@ -12,10 +12,10 @@
 //!
 //! Lock: one std `Mutex` over the upload map, held for map operations only (never across I/O).
 
+use super::listing::multipart_etag;
 use super::s3::{Backend, check_body, io_err, now_ns};
 use super::storage::Meta;
 use crate::store::MIN_PART_SIZE;
-use crate::store::memory::multipart_etag;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 use std::collections::{BTreeMap, HashMap};

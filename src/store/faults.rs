@@ -4,7 +4,9 @@
 //! Lock: one std `Mutex` over the fault plan, held only to read and update it (never across the
 //! inner store's await).
 
-use super::{Chunks, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError, StoreResult};
+use super::{
+    ByteChunks, Cap, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError, StoreResult,
+};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -72,6 +74,10 @@ impl<S: ObjectStore> FaultStore<S> {
 }
 
 impl<S: ObjectStore> ObjectStore for FaultStore<S> {
+    fn capability(&self, cap: Cap) -> Option<bool> {
+        self.inner.capability(cap)
+    }
+
     async fn check_bucket(&self) -> StoreResult<()> {
         self.enter(Op::CheckBucket)?;
         self.inner.check_bucket().await
@@ -82,15 +88,15 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
         self.inner.head(key).await
     }
 
-    async fn get_range(
+    async fn get_stream(
         &self,
         key: &str,
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> StoreResult<Chunks> {
+    ) -> StoreResult<ByteChunks> {
         self.enter(Op::Get)?;
-        self.inner.get_range(key, start, end, if_match).await
+        self.inner.get_stream(key, start, end, if_match).await
     }
 
     async fn list(

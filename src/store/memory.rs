@@ -1,95 +1,18 @@
-//! In-memory object store: the twin of the S3 store for fast unit tests of the core, and the
-//! listing logic shared with the embedded server ([`paginate`]).
-//!
-//! Listing follows S3: keys in byte order, grouped at the delimiter into common prefixes, each
-//! prefix counted once toward `max_keys`, and the page token is the last key or prefix returned
-//! (a ListObjects v1 marker), so a page never repeats a prefix the previous page ended with.
+//! In-memory object store: the twin of the S3 store for fast unit tests of the core (compiled
+//! for tests only). It lists with the embedded server's helpers (`server/listing.rs`), so both
+//! page as S3 does.
 
 use super::{
-    Chunks, ListPage, MIN_PART_SIZE, ObjectInfo, ObjectStore, Part, PutOptions, StoreError,
-    StoreResult,
+    ByteChunks, Cap, Capability, ListPage, MIN_PART_SIZE, ObjectInfo, ObjectStore, Part,
+    PutOptions, StoreError, StoreResult,
 };
+use crate::server::listing::{Listed, multipart_etag, paginate};
 use bytes::Bytes;
+use futures::StreamExt;
 use md5::Digest;
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::SystemTime;
-
-/// One listed entry before it is turned into a page.
-pub enum Listed<'a, V> {
-    Object(&'a str, &'a V),
-    Prefix(String),
-}
-
-/// The smallest string greater than every string that starts with `s` (for seeking past a
-/// common prefix). `None` when no such string exists (all bytes 0xFF does not occur in UTF-8).
-fn successor(s: &str) -> Option<String> {
-    let mut chars: Vec<char> = s.chars().collect();
-    while let Some(c) = chars.pop() {
-        if let Some(next) = char::from_u32(c as u32 + 1) {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-/// Walks `map` as S3 lists it. Returns the entries and the token for the next page.
-pub fn paginate<'a, V>(
-    map: &'a BTreeMap<String, V>,
-    prefix: &str,
-    delimiter: Option<&str>,
-    start: Option<&str>,
-    max_keys: usize,
-) -> (Vec<Listed<'a, V>>, Option<String>) {
-    let mut out = Vec::new();
-    let mut lower: Bound<String> = match start {
-        Some(s) if s >= prefix => Bound::Excluded(s.to_string()),
-        _ => Bound::Included(prefix.to_string()),
-    };
-    // A token that is itself a common prefix: resume after everything below it.
-    if let (Some(s), Some(d)) = (start, delimiter)
-        && s.ends_with(d)
-        && s.len() > prefix.len()
-        && let Some(succ) = successor(s)
-    {
-        lower = Bound::Included(succ);
-    }
-    let mut last: Option<String> = None;
-    'outer: loop {
-        let mut iter = map.range::<String, _>((lower.clone(), Bound::Unbounded));
-        loop {
-            let Some((key, value)) = iter.next() else {
-                break 'outer;
-            };
-            if !key.starts_with(prefix) {
-                break 'outer;
-            }
-            if out.len() >= max_keys {
-                return (out, last);
-            }
-            let rest = &key[prefix.len()..];
-            if let Some(d) = delimiter.filter(|d| !d.is_empty())
-                && let Some(i) = rest.find(d)
-            {
-                let cp = key[..prefix.len() + i + d.len()].to_string();
-                last = Some(cp.clone());
-                out.push(Listed::Prefix(cp.clone()));
-                match successor(&cp) {
-                    Some(succ) => {
-                        lower = Bound::Included(succ);
-                        continue 'outer;
-                    }
-                    None => break 'outer,
-                }
-            }
-            last = Some(key.clone());
-            out.push(Listed::Object(key, value));
-        }
-    }
-    (out, None)
-}
 
 #[derive(Clone)]
 struct Stored {
@@ -97,16 +20,6 @@ struct Stored {
     etag: String,
     modified: SystemTime,
     opts: PutOptions,
-}
-
-/// The ETag S3 gives a multipart object: MD5 of the parts' MD5s, then `-<count>` (hex, no
-/// quotes).
-pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
-    let mut h = md5::Md5::new();
-    for m in part_md5s {
-        h.update(m);
-    }
-    format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
 }
 
 /// An unfinished multipart upload.
@@ -124,8 +37,13 @@ pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Stored>>,
     uploads: Mutex<HashMap<String, Upload>>,
     multipart: bool,
+    /// Learned from the first CreateMultipartUpload, as a server's is.
+    multipart_cap: Capability,
     page_size: usize,
 }
+
+/// Bytes per buffer of a GET body: the body arrives in pieces, as from a network.
+const GET_PIECE: usize = 64 << 10;
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -139,6 +57,7 @@ impl MemoryStore {
             objects: Mutex::new(BTreeMap::new()),
             uploads: Mutex::new(HashMap::new()),
             multipart: true,
+            multipart_cap: Capability::new(None, "multipart upload", "one PutObject"),
             page_size: page_size.max(1),
         }
     }
@@ -183,6 +102,13 @@ impl MemoryStore {
 }
 
 impl ObjectStore for MemoryStore {
+    fn capability(&self, cap: Cap) -> Option<bool> {
+        match cap {
+            Cap::Multipart => self.multipart_cap.known(),
+            Cap::ListV2 | Cap::Copy | Cap::HeadBucket => Some(true),
+        }
+    }
+
     async fn check_bucket(&self) -> StoreResult<()> {
         Ok(())
     }
@@ -194,13 +120,13 @@ impl ObjectStore for MemoryStore {
             .ok_or(StoreError::NotFound)
     }
 
-    async fn get_range(
+    async fn get_stream(
         &self,
         key: &str,
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> StoreResult<Chunks> {
+    ) -> StoreResult<ByteChunks> {
         let map = self.objects.lock().unwrap();
         let s = map.get(key).ok_or(StoreError::NotFound)?;
         if let Some(tag) = if_match
@@ -212,9 +138,12 @@ impl ObjectStore for MemoryStore {
         if start >= len && len > 0 {
             return Err(StoreError::InvalidRange);
         }
-        Ok(s.data
-            .slice(start.min(len) as usize..end.min(len) as usize)
-            .into())
+        let data = s.data.slice(start.min(len) as usize..end.min(len) as usize);
+        let pieces: Vec<StoreResult<Bytes>> = (0..data.len())
+            .step_by(GET_PIECE)
+            .map(|i| Ok(data.slice(i..(i + GET_PIECE).min(data.len()))))
+            .collect();
+        Ok(futures::stream::iter(pieces).boxed())
     }
 
     async fn list(
@@ -252,9 +181,45 @@ impl ObjectStore for MemoryStore {
         Ok(Some(etag))
     }
 
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+        md5: [u8; 16],
+        opts: PutOptions,
+    ) -> StoreResult<Option<String>> {
+        let path = path.to_path_buf();
+        let body = tokio::task::spawn_blocking(move || {
+            std::fs::read(path).map(|mut v| {
+                v.truncate(len as usize);
+                Bytes::from(v)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("reading staged data: {e}")))?
+        .map_err(|e| StoreError::Other(format!("reading staged data: {e}")))?;
+        // As S3 does with Content-MD5: a digest that does not match the body is refused.
+        if <[u8; 16]>::from(md5::Md5::digest(&body)) != md5 {
+            return Err(StoreError::Service {
+                status: 400,
+                code: Some("BadDigest".into()),
+                message: Some("the Content-MD5 does not match the body".into()),
+            });
+        }
+        self.put(key, body, opts).await
+    }
+
     async fn create_multipart(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
-        if !self.multipart {
-            return Err(StoreError::NotImplemented("NotImplemented".into()));
+        let create = || async {
+            if self.multipart {
+                Ok(())
+            } else {
+                Err(StoreError::NotImplemented("NotImplemented".into()))
+            }
+        };
+        if self.multipart_cap.call(create).await?.is_none() {
+            return Err(StoreError::NotImplemented("CreateMultipartUpload".into()));
         }
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = format!(

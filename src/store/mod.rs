@@ -12,10 +12,13 @@
 //! sends no `NextMarker`) or v2 (continuation token); [`ListPage::next`] hides which.
 
 pub mod chunks;
+#[cfg(test)]
 pub mod faults;
 pub mod http;
+#[cfg(test)]
 pub mod memory;
 pub mod sdk;
+pub mod settings;
 pub mod sigv2;
 
 pub use chunks::Chunks;
@@ -117,23 +120,64 @@ fn fmt_hint(message: &Option<String>) -> String {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A GET body as it arrives: the network's buffers in order; an error ends it.
+pub type ByteChunks = futures::stream::BoxStream<'static, StoreResult<Bytes>>;
+
+/// A call some servers lack. Each store learns (or is told) which it has; [`ObjectStore::capability`]
+/// is the one place the rest of the program asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cap {
+    /// CreateMultipartUpload and the rest of multipart upload.
+    Multipart,
+    /// ListObjectsV2 (else ListObjects v1 with markers).
+    ListV2,
+    /// CopyObject (else GET -> PUT).
+    Copy,
+    /// HeadBucket (else a one-key listing).
+    HeadBucket,
+}
+
 /// Everything the filesystem core asks of object storage. Keys are full keys in the bucket.
 pub trait ObjectStore: Send + Sync + 'static {
+    /// Whether the server has `cap`: `None` until a call (or the profile) settled it.
+    fn capability(&self, cap: Cap) -> Option<bool>;
+
     /// Checks that the bucket exists and that the credentials may use it.
     fn check_bucket(&self) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// HEAD one object; `NotFound` when absent.
     fn head(&self, key: &str) -> impl Future<Output = StoreResult<ObjectInfo>> + Send;
 
-    /// Bytes `[start, end)` of `key`. With `if_match`, the server must refuse (PreconditionFailed)
-    /// if the object's ETag differs, so a reader never mixes two versions.
+    /// Bytes `[start, end)` of `key` as they arrive. With `if_match`, the server must refuse
+    /// (PreconditionFailed) if the object's ETag differs, so a reader never mixes two versions.
+    /// The future fails for errors the answer's status carries; the stream for a body that
+    /// breaks off (after the store's own resumes).
+    fn get_stream(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = StoreResult<ByteChunks>> + Send;
+
+    /// [`ObjectStore::get_stream`], all of it.
     fn get_range(
         &self,
         key: &str,
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> impl Future<Output = StoreResult<Chunks>> + Send;
+    ) -> impl Future<Output = StoreResult<Chunks>> + Send {
+        async move {
+            use futures::StreamExt;
+            let mut body = self.get_stream(key, start, end, if_match).await?;
+            let mut data = Chunks::default();
+            while let Some(b) = body.next().await {
+                data.push(b?);
+            }
+            Ok(data)
+        }
+    }
 
     /// One page of keys under `prefix`, grouped by `delimiter` when given, starting at `start`
     /// (a token from a previous [`ListPage::next`]). At most `max_keys` entries.
@@ -162,27 +206,11 @@ pub trait ObjectStore: Send + Sync + 'static {
         len: u64,
         md5: [u8; 16],
         opts: PutOptions,
-    ) -> impl Future<Output = StoreResult<Option<String>>> + Send {
-        let read = std::fs::read(path).map(|mut v| {
-            v.truncate(len as usize);
-            Bytes::from(v)
-        });
-        async move {
-            let body = read.map_err(|e| StoreError::Other(format!("reading staged data: {e}")))?;
-            // As S3 does with Content-MD5: a digest that does not match the body is refused.
-            if <[u8; 16]>::from(<md5::Md5 as md5::Digest>::digest(&body)) != md5 {
-                return Err(StoreError::Service {
-                    status: 400,
-                    code: Some("BadDigest".into()),
-                    message: Some("the Content-MD5 does not match the body".into()),
-                });
-            }
-            self.put(key, body, opts).await
-        }
-    }
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
 
     /// Starts a multipart upload of `key` carrying `opts`' headers; returns the upload id.
-    /// `NotImplemented` when the server has no multipart upload.
+    /// `NotImplemented` when the server has no multipart upload ([`Cap::Multipart`] is then
+    /// settled as missing).
     fn create_multipart(
         &self,
         key: &str,

@@ -9,7 +9,7 @@
 //! The switch is shared with the store, which turns it on when the profile says
 //! `signature = "v2"` or when the server refuses SigV4 at the mount's bucket check.
 
-use crate::config::Secret;
+use super::settings::Secret;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;

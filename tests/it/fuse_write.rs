@@ -606,3 +606,54 @@ fn git_clone_tar_and_cp_give_identical_trees() {
         "test -x {mnt}/untar/run.sh && test -L {mnt}/untar/link"
     ));
 }
+
+/// Several threads open, write and close one file while others open it. A new handle must never
+/// join a write state that the last close is tearing down (every write on it would fail with
+/// EBADF), and every record written reaches the object.
+#[test]
+fn concurrent_open_write_close_of_one_file() {
+    let a = Area::new("wrace");
+    let m = rw(&a);
+    let p = m.join("shared.bin");
+    std::fs::write(&p, b"").unwrap();
+    const THREADS: usize = 6;
+    const ROUNDS: usize = 25;
+    const REC: usize = 16;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let p = p.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                for i in 0..ROUNDS {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .map_err(|e| format!("open {t}/{i}: {e}"))?;
+                    let rec = format!("{t:02}:{i:03}:{:08}\n", t * ROUNDS + i);
+                    let off = ((t * ROUNDS + i) * REC) as u64;
+                    f.write_all_at(rec.as_bytes(), off)
+                        .map_err(|e| format!("write {t}/{i}: {e}"))?;
+                    close_checked(f).map_err(|e| format!("close {t}/{i}: {e}"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let errors: Vec<String> = workers
+        .into_iter()
+        .filter_map(|w| w.join().unwrap().err())
+        .collect();
+    assert!(errors.is_empty(), "failed: {errors:?}\n{}", m.log());
+    let mut want = Vec::new();
+    for n in 0..THREADS * ROUNDS {
+        let (t, i) = (n / ROUNDS, n % ROUNDS);
+        want.extend_from_slice(format!("{t:02}:{i:03}:{n:08}\n").as_bytes());
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), want, "on the mount");
+    drop(m);
+    let m = a.mount(&[]);
+    assert_eq!(
+        std::fs::read(m.join("shared.bin")).unwrap(),
+        want,
+        "after a remount"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod fuse_faults;
 mod fuse_gateways;
 mod fuse_read;
 mod fuse_write;

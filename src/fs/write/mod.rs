@@ -40,6 +40,13 @@ use std::time::{Instant, SystemTime};
 /// it fails at write time with EFBIG.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
 
+/// A file's write state and the write handles open on it. The count lives beside the state,
+/// under the map's lock, not inside the state's lock: joining must not wait for an upload.
+pub(super) struct WriterSlot {
+    pub(super) state: Arc<tokio::sync::Mutex<WriteState>>,
+    pub(super) handles: u32,
+}
+
 pub struct WriteState {
     key: String,
     staging: Staging,
@@ -56,7 +63,6 @@ pub struct WriteState {
     running_md5: Option<md5::Md5>,
     /// Changed since the last successful upload.
     dirty: bool,
-    handles: u32,
 }
 
 impl WriteState {
@@ -72,7 +78,6 @@ impl WriteState {
             seq_end: len,
             running_md5: (len == 0).then(md5::Md5::new),
             dirty: false,
-            handles: 0,
         }
     }
 
@@ -105,7 +110,11 @@ fn io_err(e: std::io::Error) -> Error {
 
 impl<S: ObjectStore> S3Fs<S> {
     pub(super) fn writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteState>>> {
-        self.writers.lock().unwrap().get(&ino).cloned()
+        self.writers
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .map(|s| s.state.clone())
     }
 
     pub(super) fn check_writable(&self) -> Result<()> {
@@ -144,56 +153,90 @@ impl<S: ObjectStore> S3Fs<S> {
         g.staging.read_at(offset, len).map_err(io_err)
     }
 
-    /// Joins (or starts) the write state of `inode` for one more handle.
+    /// Joins (or starts) the write state of `inode` for one more handle. The handle is counted
+    /// under the map lock, so a last close that is uploading sees it and keeps the state.
     pub(super) async fn attach_writer(&self, inode: &Inode, truncate: bool) -> Result<()> {
-        if let Some(w) = self.writer(inode.ino) {
-            let mut w = w.lock().await;
-            w.handles += 1;
-            if truncate {
-                w.truncate(0)?;
-                self.note_size(inode, 0);
-            }
-            return Ok(());
-        }
-        let mut state = self.new_state(inode, truncate)?;
-        state.handles = 1;
-        if truncate {
-            self.note_size(inode, 0);
-        }
-        let arc = Arc::new(tokio::sync::Mutex::new(state));
-        // Another open may have raced us: then join its state instead of ours.
-        let existing = {
-            let mut map = self.writers.lock().unwrap();
-            match map.get(&inode.ino) {
-                Some(e) => Some(e.clone()),
-                None => {
-                    map.insert(inode.ino, arc);
-                    None
+        let joined = self.join_writer(inode.ino);
+        let w = match joined {
+            Some(w) => w,
+            None => {
+                let state = self.new_state(inode, truncate)?;
+                let fresh = Arc::new(tokio::sync::Mutex::new(state));
+                let mut map = self.writers.lock().unwrap();
+                match map.get_mut(&inode.ino) {
+                    // Another open raced us: join its state instead of ours.
+                    Some(slot) => {
+                        slot.handles += 1;
+                        slot.state.clone()
+                    }
+                    None => {
+                        map.insert(
+                            inode.ino,
+                            WriterSlot {
+                                state: fresh,
+                                handles: 1,
+                            },
+                        );
+                        if truncate {
+                            self.note_size(inode, 0);
+                        }
+                        return Ok(());
+                    }
                 }
             }
         };
-        if let Some(e) = existing {
-            e.lock().await.handles += 1;
+        if truncate {
+            if let Err(e) = w.lock().await.truncate(0) {
+                if let Some(s) = self.writers.lock().unwrap().get_mut(&inode.ino) {
+                    s.handles -= 1;
+                }
+                return Err(e);
+            }
+            self.note_size(inode, 0);
         }
         Ok(())
     }
 
-    /// The last write handle closed: upload if needed, then forget the state.
+    /// One more handle on an existing write state.
+    fn join_writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteState>>> {
+        let mut map = self.writers.lock().unwrap();
+        let slot = map.get_mut(&ino)?;
+        slot.handles += 1;
+        Some(slot.state.clone())
+    }
+
+    /// A write handle closed. The last one uploads what is unsaved, then forgets the state,
+    /// unless a handle opened meanwhile: that one then owns the bytes (and its close uploads
+    /// them), so nothing is torn down under it. A failed upload with no handle left moves the
+    /// bytes to `recovered/`.
     pub(super) async fn detach_writer(&self, ino: u64) -> Result<()> {
-        let Some(w) = self.writer(ino) else {
-            return Ok(());
+        let w = {
+            let mut map = self.writers.lock().unwrap();
+            let Some(slot) = map.get_mut(&ino) else {
+                return Ok(());
+            };
+            slot.handles = slot.handles.saturating_sub(1);
+            if slot.handles > 0 {
+                return Ok(());
+            }
+            slot.state.clone()
         };
         let mut g = w.lock().await;
-        g.handles = g.handles.saturating_sub(1);
-        if g.handles > 0 {
-            return Ok(());
-        }
         let res = match self.inodes.get(ino) {
             Some(inode) => self.upload(&inode, &mut g).await,
             None => Ok(()),
         };
-        self.writers.lock().unwrap().remove(&ino);
-        if let Err(e) = &res {
+        let last = {
+            let mut map = self.writers.lock().unwrap();
+            let idle = map
+                .get(&ino)
+                .is_some_and(|s| s.handles == 0 && Arc::ptr_eq(&s.state, &w));
+            if idle {
+                map.remove(&ino);
+            }
+            idle
+        };
+        if let (true, Err(e)) = (last, &res) {
             self.drop_session(&mut g).await;
             if let Err(fe) = self.fetch_all(&mut g).await {
                 tracing::warn!(key = g.key, error = %fe, "parts of the original object could not be fetched; the kept copy has zeros there");

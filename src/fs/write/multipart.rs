@@ -27,7 +27,7 @@
 use super::WriteState;
 use crate::fs::S3Fs;
 use crate::fs::inode::Inode;
-use crate::store::{MAX_PART_SIZE, ObjectStore, Part, PutOptions, StoreError, StoreResult};
+use crate::store::{Cap, MAX_PART_SIZE, ObjectStore, Part, PutOptions, StoreError, StoreResult};
 use bytes::Bytes;
 use futures::FutureExt;
 use std::collections::HashMap;
@@ -129,7 +129,7 @@ impl Session {
 impl<S: ObjectStore> S3Fs<S> {
     /// Multipart allowed now: configured on, and the server has not refused it.
     pub(super) fn multipart_enabled(&self) -> bool {
-        self.opts.multipart && self.multipart_cap.known() != Some(false)
+        self.opts.multipart && self.store.capability(Cap::Multipart) != Some(false)
     }
 
     /// The part size for a file of `len` bytes: the configured one, or larger when the file
@@ -152,10 +152,7 @@ impl<S: ObjectStore> S3Fs<S> {
             content_type: None,
             metadata: headers.clone(),
         };
-        let create = || self.store.create_multipart(&w.key, opts);
-        let Some(upload_id) = self.multipart_cap.call(create).await? else {
-            return Err(StoreError::NotImplemented("CreateMultipartUpload".into()));
-        };
+        let upload_id = self.store.create_multipart(&w.key, opts).await?;
         w.session = Some(Session {
             upload_id,
             part_size,

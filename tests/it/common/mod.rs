@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod gate;
+
 use bytes::Bytes;
 use s3mount::config::{Addressing, S3Settings, Secret};
 use s3mount::server::storage::Storage;
@@ -122,6 +124,14 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     shared().rt.block_on(f)
 }
 
+/// Runs `f` on the harness's runtime; the handle aborts it.
+pub fn spawn<F>(f: F) -> tokio::task::AbortHandle
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    shared().rt.spawn(f).abort_handle()
+}
+
 pub fn settings(b: &Backend, bucket: &str) -> S3Settings {
     S3Settings {
         profile: "test".into(),
@@ -133,6 +143,7 @@ pub fn settings(b: &Backend, bucket: &str) -> S3Settings {
         session_token: None,
         verify_tls: true,
         max_retries: 3,
+        request_timeout: std::time::Duration::from_secs(30),
         multipart: None,
         list_version: None,
         copy: None,
@@ -446,4 +457,15 @@ pub fn gateway_lacks(op: &str) -> bool {
             &std::env::var("S3MOUNT_TEST_EMULATE").unwrap_or_default(),
         )
         .is_ok_and(|e| e.refuses(op))
+}
+
+/// `close(2)` with its result (std's `drop` ignores it).
+pub fn close_checked(f: std::fs::File) -> std::io::Result<()> {
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: closing the fd we own, once.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -16,38 +16,38 @@
 //! - every SDK error mapped once, here, into [`StoreError`]; the message keeps the HTTP status and
 //!   S3 code but never a credential.
 
+use super::settings::S3Settings;
 use super::{
-    Capability, Chunks, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError,
+    ByteChunks, Cap, Capability, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError,
     StoreResult,
 };
-use crate::config::S3Settings;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
 use base64::Engine;
 use bytes::Bytes;
+use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-/// How long to wait for a TCP/TLS connection before calling the endpoint unreachable. Long
-/// enough for a slow WAN, short enough that a typo in the endpoint fails the mount quickly.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+mod client;
+mod errors;
+mod list;
+
+use client::{CONNECT_TIMEOUT, build_client};
+use errors::completed_anyway;
 
 /// What the server has, learned from its answers (one probe each, see [`Capability`]).
-pub struct Caps {
+struct Caps {
     /// ListObjectsV2 (missing: an error, or a v1-shaped answer): else v1 with markers.
-    pub list_v2: Capability,
+    list_v2: Capability,
     /// CopyObject: else copies stream GET -> PUT.
-    pub copy: Capability,
+    copy: Capability,
     /// HeadBucket: else the bucket check lists one key.
-    pub head_bucket: Capability,
+    head_bucket: Capability,
+    /// CreateMultipartUpload: else files go up in one PutObject.
+    multipart: Capability,
 }
 
 /// A bucket on an S3-compatible server.
@@ -89,6 +89,11 @@ impl SdkStore {
                 ),
                 copy: Capability::new(s.copy, "CopyObject", "copies stream GET -> PUT"),
                 head_bucket: Capability::new(None, "HeadBucket", "the bucket check lists one key"),
+                multipart: Capability::new(
+                    s.multipart,
+                    "multipart upload",
+                    "files go up in one PutObject (up to 5 GiB each)",
+                ),
             }),
         })
     }
@@ -112,152 +117,6 @@ impl SdkStore {
         self.sigv2.load(Ordering::Relaxed)
     }
 
-    /// Signs for `region` from now on.
-    fn switch_region(&self, region: &str) {
-        tracing::warn!(
-            "bucket '{}' lives in region {region}, not {}: signing for {region} (set region = \"{region}\" in the profile to skip this)",
-            self.bucket,
-            self.region()
-        );
-        let client = build_client(
-            &self.settings,
-            region,
-            self.http.clone(),
-            self.sigv2.clone(),
-        );
-        *self.client.write().unwrap() = client;
-    }
-
-    /// HeadBucket, else a one-key listing where the server lacks HeadBucket.
-    async fn check_once(&self) -> StoreResult<()> {
-        let head = || async {
-            match self
-                .client()
-                .head_bucket()
-                .bucket(&self.bucket)
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(e) => match self.map_err(e) {
-                    StoreError::NotFound => Err(StoreError::NoSuchBucket(self.bucket.clone())),
-                    other => Err(other),
-                },
-            }
-        };
-        if self.caps.head_bucket.call(head).await?.is_some() {
-            return Ok(());
-        }
-        match self.list("", None, None, 1).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// [`Self::check_once`], trying SigV2 when the server refuses SigV4 and the profile leaves
-    /// the signature to detection. Keeps SigV4 (and its error) when SigV2 fails too, so wrong
-    /// keys are reported as such.
-    async fn check_signature(&self) -> StoreResult<()> {
-        let err = match self.check_once().await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        let refused = matches!(
-            err,
-            StoreError::AccessDenied { .. } | StoreError::Service { status: 400, .. }
-        );
-        if self.settings.signature.is_some() || !refused {
-            return Err(err);
-        }
-        self.sigv2.store(true, Ordering::Relaxed);
-        match self.check_once().await {
-            Ok(()) => {
-                tracing::warn!(
-                    "the server refused SigV4 ({err}) and accepts SigV2: signing with SigV2 (set signature = \"v2\" in the profile to skip the probe)"
-                );
-                Ok(())
-            }
-            Err(_) => {
-                self.sigv2.store(false, Ordering::Relaxed);
-                Err(err)
-            }
-        }
-    }
-    /// What the server was found (or configured) to have so far.
-    pub fn caps(&self) -> &Caps {
-        &self.caps
-    }
-
-    async fn list_v2(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start: Option<&str>,
-        max_keys: u32,
-    ) -> StoreResult<ListPage> {
-        let out = self
-            .client()
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .set_delimiter(delimiter.map(str::to_string))
-            .set_continuation_token(start.map(str::to_string))
-            .max_keys(max_keys as i32)
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        let truncated = out.is_truncated() == Some(true);
-        if truncated && out.next_continuation_token().is_none() {
-            // A v1-shaped answer: the server ignored `list-type=2`.
-            return Err(StoreError::NotImplemented("ListObjectsV2".into()));
-        }
-        Ok(ListPage {
-            objects: out.contents().iter().filter_map(object_info).collect(),
-            prefixes: prefixes(out.common_prefixes()),
-            next: truncated
-                .then(|| out.next_continuation_token().map(str::to_string))
-                .flatten(),
-        })
-    }
-
-    /// ListObjects v1: the token is a marker. `NextMarker` comes only with a delimiter; without
-    /// it the last key (or common prefix) returned is the marker.
-    async fn list_v1(
-        &self,
-        prefix: &str,
-        delimiter: Option<&str>,
-        start: Option<&str>,
-        max_keys: u32,
-    ) -> StoreResult<ListPage> {
-        let out = self
-            .client()
-            .list_objects()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .set_delimiter(delimiter.map(str::to_string))
-            .set_marker(start.map(str::to_string))
-            .max_keys(max_keys as i32)
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        let objects: Vec<ObjectInfo> = out.contents().iter().filter_map(object_info).collect();
-        let prefixes = prefixes(out.common_prefixes());
-        let next = if out.is_truncated() == Some(true) {
-            out.next_marker().map(str::to_string).or_else(|| {
-                let last_key = objects.last().map(|o| o.key.clone());
-                last_key.max(prefixes.last().cloned())
-            })
-        } else {
-            None
-        };
-        Ok(ListPage {
-            objects,
-            prefixes,
-            next,
-        })
-    }
-
     /// A copy for servers without CopyObject: the GET body streams into the PUT.
     async fn copy_streamed(
         &self,
@@ -273,6 +132,7 @@ impl SdkStore {
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
+        let len = got.content_length().unwrap_or(0).max(0) as u64;
         let opts = replace.unwrap_or_else(|| PutOptions {
             content_type: got.content_type().map(str::to_string),
             metadata: got.metadata().cloned().unwrap_or_default(),
@@ -282,11 +142,12 @@ impl SdkStore {
             .put_object()
             .bucket(&self.bucket)
             .key(dst)
-            .content_length(got.content_length().unwrap_or(0))
+            .content_length(len as i64)
             .set_content_type(opts.content_type)
             .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
             .body(got.body)
             .customize()
+            .config_override(self.body_timeout(len))
             .disable_payload_signing()
             .send()
             .await
@@ -341,142 +202,13 @@ impl SdkStore {
             .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
             .body(body)
             .customize()
+            .config_override(self.body_timeout(len))
             .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(out.e_tag().map(str::to_string))
     }
-
-    fn map_err<E>(&self, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> StoreError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                reason: short_reason(&format!("{}", DisplayErrorContext(&err))),
-            },
-            _ => {
-                let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-                let code = err.code().map(str::to_string);
-                let message = err.message().map(str::to_string);
-                if let Some(region) = named_region(&err, message.as_deref())
-                    && region != self.region()
-                {
-                    return StoreError::WrongRegion(region);
-                }
-                match (status, code.as_deref()) {
-                    (_, Some("NoSuchBucket")) => StoreError::NoSuchBucket(self.bucket.clone()),
-                    (404, _) => StoreError::NotFound,
-                    (412, _) | (_, Some("PreconditionFailed")) => StoreError::PreconditionFailed,
-                    (416, _) => StoreError::InvalidRange,
-                    (403, _) | (401, _) => StoreError::AccessDenied {
-                        status,
-                        code,
-                        message,
-                    },
-                    (501, _) | (405, _) | (_, Some("NotImplemented")) => {
-                        StoreError::NotImplemented(code.unwrap_or_else(|| status.to_string()))
-                    }
-                    (0, _) => {
-                        StoreError::Other(short_reason(&format!("{}", DisplayErrorContext(&err))))
-                    }
-                    _ => StoreError::Service {
-                        status,
-                        code,
-                        message,
-                    },
-                }
-            }
-        }
-    }
-}
-
-/// One SDK client for `s`, signing for `region`.
-fn build_client(
-    s: &S3Settings,
-    region: &str,
-    http: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>,
-    sigv2: Arc<AtomicBool>,
-) -> Client {
-    let creds = Credentials::new(
-        s.access_key.clone(),
-        s.secret_key.expose().to_string(),
-        s.session_token.as_ref().map(|t| t.expose().to_string()),
-        None,
-        "s3mount",
-    );
-    let mut b = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .credentials_provider(creds)
-        .interceptor(super::sigv2::SigV2::new(
-            &s.access_key,
-            &s.secret_key,
-            &s.bucket,
-            sigv2,
-        ))
-        .force_path_style(s.path_style())
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .retry_config(RetryConfig::standard().with_max_attempts(s.max_retries.max(1)))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build(),
-        );
-    if let Some(ep) = &s.endpoint {
-        b = b.endpoint_url(ep.clone());
-    }
-    if let Some(http) = http {
-        b = b.http_client(http);
-    }
-    Client::from_conf(b.build())
-}
-
-/// The region an error answer says the bucket is in: the `x-amz-bucket-region` header (AWS,
-/// MinIO), else MinIO's and AWS's "... expecting 'REGION'" message.
-fn named_region<E>(
-    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    message: Option<&str>,
-) -> Option<String> {
-    let status = err.raw_response()?.status().as_u16();
-    if !matches!(status, 301 | 400 | 403) {
-        return None;
-    }
-    if let Some(r) = err
-        .raw_response()?
-        .headers()
-        .get("x-amz-bucket-region")
-        .filter(|r| !r.is_empty())
-    {
-        return Some(r.to_string());
-    }
-    let m = message?;
-    let rest = m.split_once("expecting '")?.1;
-    Some(rest.split_once('\'')?.0.to_string()).filter(|r| !r.is_empty())
-}
-
-/// A CompleteMultipartUpload the SDK could not parse although the server answered 200 without an
-/// `<Error>`: some servers name the root element differently (moto, some gateways send
-/// `CompleteMultipartUploadResponse`). The upload is complete; the ETag is read from the body.
-fn completed_anyway<E>(
-    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> Option<Option<String>> {
-    let raw = err.raw_response()?;
-    if raw.status().as_u16() != 200 {
-        return None;
-    }
-    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
-    if body.contains("<Error>") || !body.contains("CompleteMultipartUpload") {
-        return None;
-    }
-    let etag = body
-        .split_once("<ETag>")
-        .and_then(|(_, rest)| rest.split_once("</ETag>"))
-        .map(|(e, _)| e.replace("&quot;", "\"").replace("&#34;", "\""));
-    Some(etag)
 }
 
 /// Percent-encodes a key for `x-amz-copy-source` (everything but unreserved bytes and `/`).
@@ -492,64 +224,25 @@ fn encode_key(key: &str) -> String {
     out
 }
 
-/// Picks the root cause out of the SDK's long error chain.
-fn short_reason(full: &str) -> String {
-    const KNOWN: [(&str, &str); 10] = [
-        ("Connection refused", "connection refused"),
-        ("dns error", "host name not found"),
-        ("failed to lookup address", "host name not found"),
-        ("timed out", "connection timed out"),
-        (
-            "UnknownIssuer",
-            "TLS certificate not trusted (unknown issuer)",
-        ),
-        (
-            "NotValidForName",
-            "TLS certificate is for another host name",
-        ),
-        ("Expired", "TLS certificate expired"),
-        ("certificate", "TLS certificate not trusted"),
-        (
-            "InvalidContentType",
-            "TLS handshake failed: is the endpoint plain http://?",
-        ),
-        ("Network is unreachable", "network unreachable"),
-    ];
-    for (needle, said) in KNOWN {
-        if full.contains(needle) {
-            return said.to_string();
-        }
-    }
-    full.rsplit(": ").next().unwrap_or(full).to_string()
-}
-
-fn object_info(o: &aws_sdk_s3::types::Object) -> Option<ObjectInfo> {
-    Some(ObjectInfo {
-        key: o.key()?.to_string(),
-        size: o.size().unwrap_or(0).max(0) as u64,
-        etag: o.e_tag().map(str::to_string),
-        last_modified: to_system_time(o.last_modified()),
-        content_type: None,
-        metadata: Default::default(),
-    })
-}
-
-fn prefixes(p: &[aws_sdk_s3::types::CommonPrefix]) -> Vec<String> {
-    p.iter()
-        .filter_map(|p| p.prefix().map(str::to_string))
-        .collect()
-}
-
 /// The Content-MD5 header value of a body with this MD5.
 fn content_md5(md5: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5)
 }
 
-fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
+pub(super) fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
 impl ObjectStore for SdkStore {
+    fn capability(&self, cap: Cap) -> Option<bool> {
+        match cap {
+            Cap::Multipart => self.caps.multipart.known(),
+            Cap::ListV2 => self.caps.list_v2.known(),
+            Cap::Copy => self.caps.copy.known(),
+            Cap::HeadBucket => self.caps.head_bucket.known(),
+        }
+    }
+
     async fn check_bucket(&self) -> StoreResult<()> {
         match self.check_signature().await {
             Err(StoreError::WrongRegion(region)) if region != self.region() => {
@@ -593,33 +286,28 @@ impl ObjectStore for SdkStore {
         })
     }
 
-    async fn get_range(
+    async fn get_stream(
         &self,
         key: &str,
         start: u64,
         end: u64,
         if_match: Option<&str>,
-    ) -> StoreResult<Chunks> {
+    ) -> StoreResult<ByteChunks> {
         if end <= start {
-            return Ok(Chunks::default());
+            return Ok(futures::stream::empty().boxed());
         }
-        let out = self
-            .client()
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", start, end - 1))
-            .set_if_match(if_match.map(str::to_string))
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        // Keep the buffers as they arrive: no copy into one contiguous buffer.
-        let mut body = out.body;
-        let mut data = Chunks::default();
-        while let Some(b) = body.next().await {
-            data.push(b.map_err(|e| StoreError::Other(format!("reading the body of {key}: {e}")))?);
-        }
-        Ok(data)
+        let body = self.get_body(key, start, end, if_match).await?;
+        let resume = Resume {
+            store: self.clone(),
+            key: key.to_string(),
+            etag: if_match.map(str::to_string),
+            pos: start,
+            end,
+            body: Some(body),
+            resumes_left: self.settings.max_retries,
+            done: false,
+        };
+        Ok(futures::stream::unfold(resume, Resume::next).boxed())
     }
 
     async fn list(
@@ -664,19 +352,11 @@ impl ObjectStore for SdkStore {
     }
 
     async fn create_multipart(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
-        let out = self
-            .client()
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(opts.content_type)
-            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
-            .send()
-            .await
-            .map_err(|e| self.map_err(e))?;
-        out.upload_id()
-            .map(str::to_string)
-            .ok_or_else(|| StoreError::Other("CreateMultipartUpload answered no upload id".into()))
+        let create = || self.create_multipart_once(key, opts);
+        match self.caps.multipart.call(create).await? {
+            Some(id) => Ok(id),
+            None => Err(StoreError::NotImplemented("CreateMultipartUpload".into())),
+        }
     }
 
     async fn upload_part(
@@ -688,6 +368,7 @@ impl ObjectStore for SdkStore {
     ) -> StoreResult<String> {
         use md5::Digest;
         let md5 = md5::Md5::digest(&body);
+        let len = body.len() as u64;
         let out = self
             .client()
             .upload_part()
@@ -695,10 +376,11 @@ impl ObjectStore for SdkStore {
             .key(key)
             .upload_id(upload_id)
             .part_number(number as i32)
-            .content_length(body.len() as i64)
+            .content_length(len as i64)
             .content_md5(content_md5(&md5))
             .body(ByteStream::from(body))
             .customize()
+            .config_override(self.body_timeout(len))
             .disable_payload_signing()
             .send()
             .await
@@ -735,6 +417,8 @@ impl ObjectStore for SdkStore {
                     .set_parts(Some(parts))
                     .build(),
             )
+            .customize()
+            .config_override(self.long_call_timeout())
             .send()
             .await;
         match out {
@@ -784,6 +468,44 @@ impl ObjectStore for SdkStore {
 }
 
 impl SdkStore {
+    /// One CreateMultipartUpload.
+    async fn create_multipart_once(&self, key: &str, opts: PutOptions) -> StoreResult<String> {
+        let out = self
+            .client()
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(opts.content_type)
+            .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Other("CreateMultipartUpload answered no upload id".into()))
+    }
+
+    /// One ranged GetObject: its body, once the answer's headers arrived.
+    async fn get_body(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> StoreResult<ByteStream> {
+        let out = self
+            .client()
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", start, end - 1))
+            .set_if_match(if_match.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.body)
+    }
+
     /// CopyObject (server-side).
     async fn copy_object(
         &self,
@@ -803,10 +525,80 @@ impl SdkStore {
                 .set_content_type(opts.content_type)
                 .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata));
         }
-        let out = req.send().await.map_err(|e| self.map_err(e))?;
+        let out = req
+            .customize()
+            .config_override(self.long_call_timeout())
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
         Ok(out
             .copy_object_result()
             .and_then(|r| r.e_tag())
             .map(str::to_string))
+    }
+}
+
+/// A GET body that resumes where it broke off: a body cut by the network, or stalled past the
+/// request timeout, is asked for again from the next byte (with the same `If-Match`, so the
+/// bytes stay one version), up to `max_retries` times per GET.
+struct Resume {
+    store: SdkStore,
+    key: String,
+    etag: Option<String>,
+    /// The next byte to deliver.
+    pos: u64,
+    end: u64,
+    body: Option<ByteStream>,
+    resumes_left: u32,
+    done: bool,
+}
+
+impl Resume {
+    async fn next(mut self) -> Option<(StoreResult<Bytes>, Self)> {
+        loop {
+            if self.done || self.pos >= self.end {
+                return None;
+            }
+            let body = match &mut self.body {
+                Some(b) => b,
+                None => match self
+                    .store
+                    .get_body(&self.key, self.pos, self.end, self.etag.as_deref())
+                    .await
+                {
+                    Ok(b) => self.body.insert(b),
+                    Err(e) => {
+                        self.done = true;
+                        return Some((Err(e), self));
+                    }
+                },
+            };
+            let broke = match body.next().await {
+                Some(Ok(b)) => {
+                    let b = if self.pos + b.len() as u64 > self.end {
+                        b.slice(..(self.end - self.pos) as usize)
+                    } else {
+                        b
+                    };
+                    self.pos += b.len() as u64;
+                    return Some((Ok(b), self));
+                }
+                Some(Err(e)) => e.to_string(),
+                None => format!("the body ended {} bytes early", self.end - self.pos),
+            };
+            self.body = None;
+            if self.resumes_left == 0 {
+                self.done = true;
+                let e = StoreError::Other(format!("reading the body of {}: {broke}", self.key));
+                return Some((Err(e), self));
+            }
+            self.resumes_left -= 1;
+            tracing::debug!(
+                key = self.key,
+                at = self.pos,
+                reason = broke,
+                "GET body broke off: resuming"
+            );
+        }
     }
 }

@@ -1,0 +1,132 @@
+//! Every SDK error mapped once into [`StoreError`]. Messages keep the HTTP status and S3 code,
+//! never a credential; a transport failure or timeout becomes `Unreachable` with the root cause
+//! picked out of the SDK's long error chain.
+
+use super::SdkStore;
+use crate::store::StoreError;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+impl SdkStore {
+    pub(super) fn map_err<E>(
+        &self,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: short_reason(&format!("{}", DisplayErrorContext(&err))),
+            },
+            _ => {
+                let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+                let code = err.code().map(str::to_string);
+                let message = err.message().map(str::to_string);
+                if let Some(region) = named_region(&err, message.as_deref())
+                    && region != self.region()
+                {
+                    return StoreError::WrongRegion(region);
+                }
+                match (status, code.as_deref()) {
+                    (_, Some("NoSuchBucket")) => StoreError::NoSuchBucket(self.bucket.clone()),
+                    (404, _) => StoreError::NotFound,
+                    (412, _) | (_, Some("PreconditionFailed")) => StoreError::PreconditionFailed,
+                    (416, _) => StoreError::InvalidRange,
+                    (403, _) | (401, _) => StoreError::AccessDenied {
+                        status,
+                        code,
+                        message,
+                    },
+                    (501, _) | (405, _) | (_, Some("NotImplemented")) => {
+                        StoreError::NotImplemented(code.unwrap_or_else(|| status.to_string()))
+                    }
+                    (0, _) => {
+                        StoreError::Other(short_reason(&format!("{}", DisplayErrorContext(&err))))
+                    }
+                    _ => StoreError::Service {
+                        status,
+                        code,
+                        message,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The region an error answer says the bucket is in: the `x-amz-bucket-region` header (AWS,
+/// MinIO), else MinIO's and AWS's "... expecting 'REGION'" message.
+fn named_region<E>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    message: Option<&str>,
+) -> Option<String> {
+    let status = err.raw_response()?.status().as_u16();
+    if !matches!(status, 301 | 400 | 403) {
+        return None;
+    }
+    if let Some(r) = err
+        .raw_response()?
+        .headers()
+        .get("x-amz-bucket-region")
+        .filter(|r| !r.is_empty())
+    {
+        return Some(r.to_string());
+    }
+    let m = message?;
+    let rest = m.split_once("expecting '")?.1;
+    Some(rest.split_once('\'')?.0.to_string()).filter(|r| !r.is_empty())
+}
+
+/// A CompleteMultipartUpload the SDK could not parse although the server answered 200 without an
+/// `<Error>`: some servers name the root element differently (moto, some gateways send
+/// `CompleteMultipartUploadResponse`). The upload is complete; the ETag is read from the body.
+pub(super) fn completed_anyway<E>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<Option<String>> {
+    let raw = err.raw_response()?;
+    if raw.status().as_u16() != 200 {
+        return None;
+    }
+    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
+    if body.contains("<Error>") || !body.contains("CompleteMultipartUpload") {
+        return None;
+    }
+    let etag = body
+        .split_once("<ETag>")
+        .and_then(|(_, rest)| rest.split_once("</ETag>"))
+        .map(|(e, _)| e.replace("&quot;", "\"").replace("&#34;", "\""));
+    Some(etag)
+}
+
+/// Picks the root cause out of the SDK's long error chain.
+pub(super) fn short_reason(full: &str) -> String {
+    const KNOWN: [(&str, &str); 10] = [
+        ("Connection refused", "connection refused"),
+        ("dns error", "host name not found"),
+        ("failed to lookup address", "host name not found"),
+        ("timed out", "connection timed out"),
+        (
+            "UnknownIssuer",
+            "TLS certificate not trusted (unknown issuer)",
+        ),
+        (
+            "NotValidForName",
+            "TLS certificate is for another host name",
+        ),
+        ("Expired", "TLS certificate expired"),
+        ("certificate", "TLS certificate not trusted"),
+        (
+            "InvalidContentType",
+            "TLS handshake failed: is the endpoint plain http://?",
+        ),
+        ("Network is unreachable", "network unreachable"),
+    ];
+    for (needle, said) in KNOWN {
+        if full.contains(needle) {
+            return said.to_string();
+        }
+    }
+    full.rsplit(": ").next().unwrap_or(full).to_string()
+}

@@ -1,0 +1,155 @@
+//! The mount under a hostile server, through the fault gate (`common/gate.rs`) on loopback: a
+//! server that accepts requests and never answers, bodies cut in the middle, uploads refused.
+//! Reads fail with EIO instead of hanging; writes fail their `close` and keep the bytes; nothing
+//! is ever silently lost.
+
+use crate::common::gate::{Action, Gate};
+use crate::common::*;
+use s3mount::store::ObjectStore;
+use std::io::Write;
+use std::time::Duration;
+
+/// Per-attempt timeout of these mounts, in seconds: short, so a silent server costs the test
+/// seconds (three attempts with backoff), not minutes.
+const TIMEOUT: &str = "1";
+/// Longest any one operation here may take before the test calls it a hang.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Runs `f` on a thread; its result, or a panic naming `what` if it did not return in [`HANG`].
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("{what} hung for more than {HANG:?}"))
+}
+
+fn gated(a: &Area, gate: &Gate, extra: &[&str]) -> Mount {
+    let mut args = vec!["--request-timeout", TIMEOUT];
+    args.extend_from_slice(extra);
+    Mount::new(&gate.backend(&a.backend), &a.source(), &args)
+}
+
+#[test]
+fn fuse_read_from_a_server_that_never_answers_fails_with_eio() {
+    let a = Area::new("fstall");
+    let data = pseudo_random(1 << 20, 5);
+    a.put("f.bin", data.clone());
+    let gate = Gate::start(&a.backend.endpoint);
+    let m = gated(&a, &gate, &[]);
+    assert_eq!(std::fs::metadata(m.join("f.bin")).unwrap().len(), 1 << 20);
+    gate.rule("GET", Action::Stall, None);
+    let p = m.join("f.bin");
+    let err = within("a read from a silent server", move || std::fs::read(p)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(gate.count("GET") >= 2, "the silent GET was retried");
+    // The server answers again: the same file reads whole.
+    gate.clear();
+    assert_eq!(std::fs::read(m.join("f.bin")).unwrap(), data);
+}
+
+#[test]
+fn fuse_a_body_cut_once_is_resumed_and_one_cut_every_time_fails_with_eio() {
+    let a = Area::new("fcut");
+    let data = pseudo_random(3 << 20, 6);
+    a.put("f.bin", data.clone());
+    let gate = Gate::start(&a.backend.endpoint);
+    let m = gated(&a, &gate, &["--metadata-ttl", "0"]);
+    // One GET breaks off after 100 KB: the rest is asked for again, the bytes are right.
+    gate.rule("GET", Action::CutBody(100_000), Some(1));
+    let p = m.join("f.bin");
+    let got = within("a read of a cut body", move || std::fs::read(p)).unwrap();
+    assert!(got == data, "bytes differ after a resumed body");
+    let gets = gate.count("GET");
+    // Every GET breaks off: the read fails, it does not hang or return short bytes.
+    gate.rule("GET", Action::CutBody(10_000), None);
+    let p = m.join("f.bin");
+    // Drop the kernel's cached pages first: a fresh open reads from the server again.
+    let err = within("a read of bodies that always break off", move || {
+        drop_caches();
+        std::fs::read(p)
+    })
+    .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(gate.count("GET") > gets + 1, "resumed before failing");
+}
+
+/// Asks the kernel to drop clean cached pages (root).
+fn drop_caches() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+}
+
+#[test]
+fn fuse_an_upload_to_a_server_that_never_answers_fails_close_and_keeps_the_bytes() {
+    let a = Area::new("fput");
+    let gate = Gate::start(&a.backend.endpoint);
+    let cache = tempfile::tempdir().unwrap();
+    let m = gated(&a, &gate, &["--cache-dir", cache.path().to_str().unwrap()]);
+    gate.rule("PUT", Action::Stall, None);
+    let p = m.join("precious.bin");
+    let data = pseudo_random(100_000, 7);
+    let bytes = data.clone();
+    let closed = within("close of an upload to a silent server", move || {
+        let mut f = std::fs::File::create(p).unwrap();
+        f.write_all(&bytes).unwrap();
+        close_checked(f)
+    });
+    let err = closed.expect_err("close must fail when the upload cannot finish");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // The handle's release tries once more, then keeps the bytes under recovered/.
+    let recovered = cache.path().join("recovered");
+    let start = std::time::Instant::now();
+    let kept = loop {
+        let found: Vec<_> = std::fs::read_dir(&recovered)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if let Some(p) = found.into_iter().next() {
+            break p;
+        }
+        assert!(start.elapsed() < HANG, "no recovered file\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(kept.to_string_lossy().ends_with("precious.bin"), "{kept:?}");
+    assert!(
+        std::fs::read(&kept).unwrap() == data,
+        "recovered bytes differ"
+    );
+}
+
+/// A new handle opened while the last close of a file is still uploading (here: retrying an
+/// upload the server refuses) joins the file's write state instead of a state being torn down:
+/// its writes succeed, and its close uploads every byte, the failed close's included.
+#[test]
+fn fuse_open_during_the_last_close_upload_joins_the_file() {
+    let a = Area::new("fjoin");
+    let gate = Gate::start(&a.backend.endpoint);
+    let cache = tempfile::tempdir().unwrap();
+    let m = gated(&a, &gate, &["--cache-dir", cache.path().to_str().unwrap()]);
+    let p = m.join("joined.txt");
+    gate.rule("PUT", Action::SlowDown, None);
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(b"first ").unwrap();
+    let err = close_checked(f).expect_err("the upload is refused");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // close() has returned; the release that follows uploads again: wait until it has sent a PUT,
+    // then open the file while that upload is still being retried.
+    let puts = gate.count("PUT");
+    gate.wait_for("PUT", puts + 1, HANG);
+    let mut g = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    gate.clear();
+    g.write_all(b"second\n").expect("a write on the new handle");
+    close_checked(g).expect("the new handle's close uploads");
+    let full = format!("{}joined.txt", a.prefix);
+    let info = block_on(a.store.head(&full)).unwrap();
+    let body = block_on(s3mount::store::ObjectStore::get_range(
+        &a.store, &full, 0, info.size, None,
+    ))
+    .unwrap()
+    .to_bytes();
+    assert_eq!(&body[..], b"first second\n");
+    assert!(
+        std::fs::read_dir(cache.path().join("recovered")).map_or(true, |mut d| d.next().is_none()),
+        "nothing to recover: the bytes were uploaded"
+    );
+}
