@@ -33,6 +33,14 @@ pub enum Error {
     TooBig,
     #[error("too large to move on the server; copy instead")]
     CrossDevice,
+    #[error("the file name is longer than 255 bytes")]
+    NameTooLong,
+    #[error("hard links cannot be stored on S3 (use a copy or a symlink)")]
+    NotPermitted,
+    /// Local disk I/O (staging, the cache directory): its errno reaches the caller as itself,
+    /// so a full disk is ENOSPC, not EIO.
+    #[error("local disk: {0}")]
+    Io(#[from] std::io::Error),
     #[error("store: {0}")]
     Store(StoreError),
 }
@@ -66,6 +74,19 @@ impl Error {
             Error::InvalidArgument => libc::EINVAL,
             Error::TooBig => libc::EFBIG,
             Error::CrossDevice => libc::EXDEV,
+            Error::NameTooLong => libc::ENAMETOOLONG,
+            Error::NotPermitted => libc::EPERM,
+            Error::Io(e) => match e.raw_os_error() {
+                Some(
+                    n @ (libc::ENOSPC
+                    | libc::EDQUOT
+                    | libc::EROFS
+                    | libc::EFBIG
+                    | libc::EMFILE
+                    | libc::ENFILE),
+                ) => n,
+                _ => libc::EIO,
+            },
             Error::Store(e) => match e {
                 StoreError::AccessDenied { .. } => libc::EACCES,
                 StoreError::NotImplemented(_) => libc::ENOTSUP,

@@ -24,7 +24,7 @@ pub mod write;
 
 pub use error::{Error, Result};
 pub use inode::{Kind, ROOT_INO};
-pub use write::SetAttr;
+pub use write::{RenameFlags, SetAttr};
 
 use crate::cache::{NegativeCache, PageCache};
 use crate::config::FsOptions;
@@ -34,6 +34,7 @@ use inode::{Inode, InodeTable, Stat};
 use prefetch::Reader;
 use readdir::{DirHandle, Listed, valid_name};
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -45,6 +46,26 @@ pub const DIR_CONTENT_TYPE: &str = "application/x-directory";
 const LIST_PAGE: u32 = 1000;
 /// At most this many hidden keys are remembered for the once-per-key warning.
 const MAX_WARNED: usize = 10_000;
+
+/// A name from the kernel, decided here: the key component it stands for, or the error.
+/// Too long: ENAMETOOLONG. Not UTF-8 (S3 keys are): no such entry when looking up, EINVAL when
+/// creating. `.`, `..`, `/`, NUL or empty: not a name a key can carry.
+pub(crate) fn entry_name(name: &OsStr, creating: bool) -> Result<&str> {
+    if name.len() > readdir::NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    let Some(s) = name.to_str() else {
+        return Err(if creating {
+            Error::InvalidArgument
+        } else {
+            Error::NotFound
+        });
+    };
+    if !valid_name(s) {
+        return Err(Error::InvalidName);
+    }
+    Ok(s)
+}
 
 /// Attributes the adapter turns into a `stat`.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,10 +222,8 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Looks `name` up in `parent`; one more kernel reference on success.
-    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr> {
-        if !valid_name(name) {
-            return Err(Error::InvalidName);
-        }
+    pub async fn lookup(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<Attr> {
+        let name = entry_name(name.as_ref(), false)?;
         let p = self.dir_inode(parent)?;
         if let Some(c) = self.inodes.child(parent, name) {
             let stat = c.stat();

@@ -313,6 +313,42 @@ mod writes {
         }
     }
 
+    /// One `setattr` with a size and attributes is one upload carrying both, never an upload
+    /// and then a copy (two requests, not atomic together).
+    #[tokio::test]
+    async fn setattr_of_size_and_mode_is_one_upload() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(FaultStore::new(MemoryStore::default()));
+        store
+            .inner()
+            .put(
+                "f",
+                Bytes::from_static(b"0123456789"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
+        let a = fs.lookup(1, "f").await.unwrap();
+        let (puts, copies) = (store.calls(Op::Put), store.calls(Op::Copy));
+        let ch = crate::fs::SetAttr {
+            size: Some(4),
+            mode: Some(0o600),
+            ..Default::default()
+        };
+        let got = fs.setattr(a.ino, ch).await.unwrap();
+        assert_eq!((got.size, got.perm), (4, 0o600));
+        assert_eq!(store.calls(Op::Put) - puts, 1, "one upload");
+        assert_eq!(store.calls(Op::Copy) - copies, 0, "no copy after it");
+        let info = store.inner().head("f").await.unwrap();
+        assert_eq!(info.size, 4);
+        assert_eq!(
+            info.metadata.get(crate::fs::meta::MODE).map(String::as_str),
+            Some("33152"),
+            "the upload carries the new mode (0100600)"
+        );
+    }
+
     /// The MD5 kept while a file is written in order (no hashing pass before a single PUT)
     /// must match the bytes whatever the writer does; the memory store refuses a wrong
     /// Content-MD5 as S3 does (BadDigest).

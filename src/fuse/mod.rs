@@ -2,10 +2,11 @@
 //!
 //! fuser 0.18 calls every method with `&self` from its session threads; each method here moves
 //! its reply into a tokio task, so a slow S3 request never blocks the session threads and many
-//! requests run at once. Each task carries one tracing span (op, ino, fh). Errors become errno
-//! only through `fs::Error::errno`.
+//! requests run at once. Each task carries one tracing span (op, ino, fh). Names go to the core
+//! as the kernel sent them (`OsStr`); the core decides what is valid. Errors become errno only
+//! through `fs::Error::errno`: this file answers none by itself.
 
-use crate::fs::{Attr, DirEntry, Error, Kind, OpenMode, S3Fs, SetAttr};
+use crate::fs::{Attr, DirEntry, Error, Kind, OpenMode, RenameFlags, S3Fs, SetAttr};
 use crate::store::ObjectStore;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -114,10 +115,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let name = name.to_owned();
         let span = tracing::debug_span!("lookup", ino = parent.0, name = ?name);
         self.spawn(span, async move {
-            let Some(name) = name.to_str() else {
-                return reply.error(Errno::ENOENT);
-            };
-            match core.lookup(parent.0, name).await {
+            match core.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -273,11 +271,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(
             tracing::debug_span!("create", ino = parent.0, name = ?name),
             async move {
-                let Some(name) = name.to_str() else {
-                    return reply.error(Errno::EINVAL);
-                };
                 let perm = (mode & !umask & 0o7777) as u16;
-                match core.create(parent.0, name, perm).await {
+                match core.create(parent.0, &name, perm).await {
                     Ok((a, fh)) => reply.created(
                         &ttl,
                         &file_attr(&a),
@@ -313,6 +308,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let ttl = self.ttl;
         self.spawn(tracing::debug_span!("setattr", ino = ino.0), async move {
             let ch = SetAttr {
+                size,
                 mode,
                 uid,
                 gid,
@@ -321,16 +317,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                     TimeOrNow::Now => std::time::SystemTime::now(),
                 }),
             };
-            let changes_meta =
-                ch.mode.is_some() || ch.uid.is_some() || ch.gid.is_some() || ch.mtime.is_some();
-            let mut res = match size {
-                Some(size) => core.set_size(ino.0, size).await,
-                None => core.getattr(ino.0).await,
-            };
-            if res.is_ok() && changes_meta {
-                res = core.set_attrs(ino.0, ch).await;
-            }
-            match res {
+            match core.setattr(ino.0, ch).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -353,10 +340,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(
             tracing::debug_span!("mkdir", ino = parent.0, name = ?name),
             async move {
-                let Some(name) = name.to_str() else {
-                    return reply.error(Errno::EINVAL);
-                };
-                match core.mkdir(parent.0, name, perm).await {
+                match core.mkdir(parent.0, &name, perm).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&e)),
                 }
@@ -378,11 +362,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let (name, newname) = (name.to_owned(), newname.to_owned());
         let span = tracing::debug_span!("rename", ino = parent.0, name = ?name, to = ?newname);
         self.spawn(span, async move {
-            let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
-                return reply.error(Errno::EINVAL);
+            let flags = RenameFlags {
+                noreplace: flags.bits() & libc::RENAME_NOREPLACE != 0,
+                exchange: flags.bits() & libc::RENAME_EXCHANGE != 0,
             };
             match core
-                .rename(parent.0, name, newparent.0, newname, flags.bits())
+                .rename(parent.0, &name, newparent.0, &newname, flags)
                 .await
             {
                 Ok(()) => reply.ok(),
@@ -405,10 +390,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(
             tracing::debug_span!("symlink", ino = parent.0, name = ?name),
             async move {
-                let (Some(name), Some(target)) = (name.to_str(), target.to_str()) else {
-                    return reply.error(Errno::EINVAL);
-                };
-                match core.symlink(parent.0, name, target).await {
+                match core.symlink(parent.0, &name, &target).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&e)),
                 }
@@ -434,9 +416,10 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        tracing::warn!(ino = ino.0, name = ?newname,
-            "hard links cannot be stored on S3: refused with EPERM (use a copy or a symlink)");
-        reply.error(Errno::EPERM);
+        match self.core.link(ino.0, newname) {
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -445,10 +428,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(
             tracing::debug_span!("unlink", ino = parent.0, name = ?name),
             async move {
-                let Some(name) = name.to_str() else {
-                    return reply.error(Errno::ENOENT);
-                };
-                match core.unlink(parent.0, name).await {
+                match core.unlink(parent.0, &name).await {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno(&e)),
                 }
@@ -462,10 +442,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(
             tracing::debug_span!("rmdir", ino = parent.0, name = ?name),
             async move {
-                let Some(name) = name.to_str() else {
-                    return reply.error(Errno::ENOENT);
-                };
-                match core.rmdir(parent.0, name).await {
+                match core.rmdir(parent.0, &name).await {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno(&e)),
                 }

@@ -657,3 +657,70 @@ fn concurrent_open_write_close_of_one_file() {
         "after a remount"
     );
 }
+
+/// Names over 255 bytes are ENAMETOOLONG (not ENOENT), for lookups and for creates.
+#[test]
+fn fuse_names_over_255_bytes_are_enametoolong() {
+    let a = Area::new("wlong");
+    let m = rw(&a);
+    let ok = "x".repeat(255);
+    std::fs::write(m.join(&ok), b"fits").unwrap();
+    assert_eq!(std::fs::read(m.join(&ok)).unwrap(), b"fits");
+    let long = "x".repeat(256);
+    let e = std::fs::metadata(m.join(&long)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "stat: {e}");
+    let e = std::fs::File::create(m.join(&long)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "create: {e}");
+    let e = std::fs::create_dir(m.join(&"é".repeat(128))).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENAMETOOLONG),
+        "mkdir of 256 bytes: {e}"
+    );
+}
+
+/// A cache directory that is full makes the write that spills fail with ENOSPC, as a local
+/// disk would, not with EIO.
+#[test]
+fn fuse_a_full_cache_dir_is_enospc() {
+    let a = Area::new("wnospc");
+    let cache = tempfile::tempdir().unwrap();
+    let tmpfs = TmpfsGuard::mount(cache.path(), "256k");
+    let m = a.mount(&[
+        "--cache-dir",
+        tmpfs.0.to_str().unwrap(),
+        "--write-buffer",
+        "64K",
+    ]);
+    let mut f = std::fs::File::create(m.join("big.bin")).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    let err = (0..16)
+        .find_map(|_| f.write_all(&chunk).err())
+        .expect("writing 1 MiB through a 256 KiB cache dir must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+}
+
+/// A tmpfs of a given size mounted on a directory; unmounted on drop.
+struct TmpfsGuard(std::path::PathBuf);
+
+impl TmpfsGuard {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs on {}", dir.display());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

@@ -9,19 +9,30 @@
 
 use super::super::inode::{Inode, Kind};
 use super::super::meta::{self, PosixMeta};
-use super::super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs};
+use super::super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs, entry_name};
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::time::{Instant, SystemTime};
 
-/// The attributes a `setattr` asks to change (size is handled apart).
+/// The changes one `setattr` asks for, applied together: as one upload (size with or without
+/// attributes), one CopyObject (attributes of a stored object), or on the open file's next
+/// upload.
 #[derive(Debug, Clone, Default)]
 pub struct SetAttr {
+    pub size: Option<u64>,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mtime: Option<SystemTime>,
+}
+
+impl SetAttr {
+    /// Whether stored attributes (not the size) change.
+    fn changes_meta(&self) -> bool {
+        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.mtime.is_some()
+    }
 }
 
 impl<S: ObjectStore> S3Fs<S> {
@@ -47,9 +58,28 @@ impl<S: ObjectStore> S3Fs<S> {
         inode.stat().meta.to_headers(&self.default_meta(inode.kind))
     }
 
-    pub async fn set_attrs(&self, ino: u64, ch: SetAttr) -> Result<Attr> {
-        self.check_writable()?;
-        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+    /// `setattr`: every change it carries, applied at once.
+    pub async fn setattr(&self, ino: u64, ch: SetAttr) -> Result<Attr> {
+        match (ch.size, ch.changes_meta()) {
+            (None, false) => self.getattr(ino).await,
+            (Some(size), false) => self.set_size(ino, size).await,
+            (None, true) => self.set_attrs(ino, &ch).await,
+            (Some(size), true) => {
+                // The new attributes go into the inode first, so the one upload that the size
+                // change makes carries them (or the open file's next upload does).
+                self.check_writable()?;
+                let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+                if inode.kind == Kind::Dir {
+                    return Err(Error::IsDir);
+                }
+                self.apply_meta(&inode, &ch);
+                self.set_size(ino, size).await
+            }
+        }
+    }
+
+    /// Records the attribute changes of `ch` in the inode.
+    fn apply_meta(&self, inode: &Inode, ch: &SetAttr) -> super::super::inode::Stat {
         let mut st = inode.stat();
         let kind_bits = match inode.kind {
             Kind::Dir => meta::dir_mode(0),
@@ -69,6 +99,14 @@ impl<S: ObjectStore> S3Fs<S> {
             st.meta.mtime = ch.mtime;
         }
         inode.set_stat(st.clone());
+        st
+    }
+
+    /// Attribute changes alone: on the open file's next upload, else a CopyObject onto itself.
+    async fn set_attrs(&self, ino: u64, ch: &SetAttr) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        let st = self.apply_meta(&inode, ch);
         if inode.ino == super::super::ROOT_INO {
             return Ok(self.attr(&inode, &st));
         }
@@ -108,7 +146,14 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Creates a symlink: the body is the target, `mode` has `S_IFLNK` (s3fs's format).
-    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> Result<Attr> {
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        target: &std::path::Path,
+    ) -> Result<Attr> {
+        let name = entry_name(name.as_ref(), true)?;
+        let target = target.to_str().ok_or(Error::InvalidArgument)?;
         let p = self.new_entry(parent, name).await?;
         let key = format!("{}{}", self.inodes.key(&p), name);
         let mut headers = HashMap::new();
@@ -133,6 +178,13 @@ impl<S: ObjectStore> S3Fs<S> {
             .inodes
             .upsert(&p, name, Kind::Symlink, stat.clone(), true);
         Ok(self.attr(&l, &stat))
+    }
+
+    /// `link(2)`: S3 cannot store a second name for one object.
+    pub fn link(&self, ino: u64, newname: &OsStr) -> Result<Attr> {
+        tracing::warn!(ino, name = ?newname,
+            "hard links cannot be stored on S3: refused with EPERM (use a copy or a symlink)");
+        Err(Error::NotPermitted)
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Bytes> {

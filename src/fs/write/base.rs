@@ -13,7 +13,7 @@
 //! Truncation shortens the base: bytes past the new length never come back from the object (a
 //! later extension reads zeros, as POSIX says).
 
-use super::{WriteState, io_err};
+use super::WriteState;
 use crate::fs::{Result, S3Fs};
 use crate::store::ObjectStore;
 use futures::StreamExt;
@@ -114,7 +114,7 @@ impl<S: ObjectStore> S3Fs<S> {
             .buffered(FETCH_PARALLEL);
         while let Some((s, e, got)) = results.next().await {
             let bytes = got?.to_bytes();
-            w.staging.write_at(s, &bytes).map_err(io_err)?;
+            w.staging.write_at(s, &bytes).await?;
             if let Some(base) = &mut w.base {
                 for b in base.blocks(s, e) {
                     base.missing[b] = false;

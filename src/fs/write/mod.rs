@@ -25,14 +25,15 @@ pub mod staging;
 pub use multipart::{UPLOAD_SLOTS, upload_slots};
 
 pub use attrs::SetAttr;
-pub use rename::{DIR_RENAME_MAX_BYTES, DIR_RENAME_MAX_OBJECTS};
+pub use rename::{DIR_RENAME_MAX_BYTES, DIR_RENAME_MAX_OBJECTS, RenameFlags};
 
 use super::inode::{Inode, Kind, Stat};
-use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs};
+use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs, entry_name};
 use crate::store::{MAX_OBJECT_SIZE, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 use md5::Digest;
 use staging::{Source, Staging};
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -82,9 +83,9 @@ impl WriteState {
     }
 
     /// The file was cut or extended to `len`.
-    fn truncate(&mut self, len: u64) -> Result<()> {
+    async fn truncate(&mut self, len: u64) -> Result<()> {
         let old = self.staging.len();
-        self.staging.truncate(len).map_err(io_err)?;
+        self.staging.truncate(len).await?;
         if let Some(b) = &mut self.base {
             b.truncate(len);
         }
@@ -102,10 +103,6 @@ impl WriteState {
         self.dirty = true;
         Ok(())
     }
-}
-
-fn io_err(e: std::io::Error) -> Error {
-    Error::Store(StoreError::Other(format!("staging: {e}")))
 }
 
 impl<S: ObjectStore> S3Fs<S> {
@@ -127,11 +124,11 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// A new write state for `inode`: empty with `truncate`, else over the object's bytes
     /// (fetched when needed).
-    fn new_state(&self, inode: &Inode, truncate: bool) -> Result<WriteState> {
+    async fn new_state(&self, inode: &Inode, truncate: bool) -> Result<WriteState> {
         let mut staging = Staging::new(&self.opts.cache_dir, self.opts.write_buffer);
         let stat = inode.stat();
         let base = if !truncate && stat.size > 0 {
-            staging.truncate(stat.size).map_err(io_err)?;
+            staging.truncate(stat.size).await?;
             Some(base::Base::new(stat.size, stat.etag.clone()))
         } else {
             None
@@ -150,7 +147,7 @@ impl<S: ObjectStore> S3Fs<S> {
     ) -> Result<Bytes> {
         let mut g = w.lock().await;
         self.fetch(&mut g, offset, offset + len).await?;
-        g.staging.read_at(offset, len).map_err(io_err)
+        Ok(g.staging.read_at(offset, len).await?)
     }
 
     /// Joins (or starts) the write state of `inode` for one more handle. The handle is counted
@@ -160,7 +157,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let w = match joined {
             Some(w) => w,
             None => {
-                let state = self.new_state(inode, truncate)?;
+                let state = self.new_state(inode, truncate).await?;
                 let fresh = Arc::new(tokio::sync::Mutex::new(state));
                 let mut map = self.writers.lock().unwrap();
                 match map.get_mut(&inode.ino) {
@@ -186,7 +183,7 @@ impl<S: ObjectStore> S3Fs<S> {
             }
         };
         if truncate {
-            if let Err(e) = w.lock().await.truncate(0) {
+            if let Err(e) = w.lock().await.truncate(0).await {
                 if let Some(s) = self.writers.lock().unwrap().get_mut(&inode.ino) {
                     s.handles -= 1;
                 }
@@ -243,7 +240,7 @@ impl<S: ObjectStore> S3Fs<S> {
             }
             let empty = WriteState::new(String::new(), Staging::new(&self.opts.cache_dir, 0), None);
             let state = std::mem::replace(&mut *g, empty);
-            match state.staging.persist(&state.key) {
+            match state.staging.persist(&state.key).await {
                 Ok(p) => tracing::error!(
                     key = state.key,
                     error = %e,
@@ -298,7 +295,7 @@ impl<S: ObjectStore> S3Fs<S> {
                         Some(h) if w.streaming && w.seq_start == 0 && w.seq_end == len => {
                             h.clone().finalize().into()
                         }
-                        _ => w.staging.md5().map_err(io_err)?,
+                        _ => w.staging.md5().await?,
                     };
                     self.store.put_file(&w.key, path, len, md5, opts).await?
                 }
@@ -341,7 +338,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let inode = self.inodes.get(ino);
         let mut g = w.lock().await;
         self.prepare_overwrite(&mut g, offset, end).await?;
-        g.staging.write_at(offset, data).map_err(io_err)?;
+        g.staging.write_at(offset, data).await?;
         g.dirty = true;
         if let Some(s) = &mut g.session {
             s.touch(offset, end);
@@ -388,11 +385,14 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// Creates (or truncates) `name` in `parent` and opens it for writing.
     /// `perm`: the permission bits asked for (mode & !umask); stored when not the default.
-    pub async fn create(&self, parent: u64, name: &str, perm: u16) -> Result<(Attr, u64)> {
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+    ) -> Result<(Attr, u64)> {
         self.check_writable()?;
-        if !super::readdir::valid_name(name) {
-            return Err(Error::InvalidName);
-        }
+        let name = entry_name(name.as_ref(), true)?;
         let p = self.dir_inode(parent)?;
         let stat = Stat {
             size: 0,
@@ -429,10 +429,10 @@ impl<S: ObjectStore> S3Fs<S> {
             return Err(Error::TooBig);
         }
         if let Some(w) = self.writer(ino) {
-            w.lock().await.truncate(size)?;
+            w.lock().await.truncate(size).await?;
         } else {
-            let mut state = self.new_state(&inode, size == 0)?;
-            state.truncate(size)?;
+            let mut state = self.new_state(&inode, size == 0).await?;
+            state.truncate(size).await?;
             self.upload(&inode, &mut state).await?;
         }
         self.note_size(&inode, size);
@@ -456,8 +456,9 @@ impl<S: ObjectStore> S3Fs<S> {
         Ok(())
     }
 
-    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+    pub async fn unlink(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<()> {
         self.check_writable()?;
+        let name = entry_name(name.as_ref(), false)?;
         let p = self.dir_inode(parent)?;
         let child = self.lookup_inode(parent, name).await?;
         if child.kind == Kind::Dir {
@@ -472,9 +473,6 @@ impl<S: ObjectStore> S3Fs<S> {
     /// Checks that `name` may be created in `parent` (writable, valid, absent); the parent.
     pub(super) async fn new_entry(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
         self.check_writable()?;
-        if !super::readdir::valid_name(name) {
-            return Err(Error::InvalidName);
-        }
         let p = self.dir_inode(parent)?;
         match self.lookup_inode(parent, name).await {
             Ok(_) => Err(Error::Exists),
@@ -483,7 +481,13 @@ impl<S: ObjectStore> S3Fs<S> {
         }
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &str, perm: u16) -> Result<Attr> {
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+    ) -> Result<Attr> {
+        let name = entry_name(name.as_ref(), true)?;
         let p = self.new_entry(parent, name).await?;
         let key = format!("{}{}/", self.inodes.key(&p), name);
         let mut stat = self.dir_stat();
@@ -498,8 +502,9 @@ impl<S: ObjectStore> S3Fs<S> {
         Ok(self.attr(&d, &stat))
     }
 
-    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+    pub async fn rmdir(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<()> {
         self.check_writable()?;
+        let name = entry_name(name.as_ref(), false)?;
         let p = self.dir_inode(parent)?;
         let d = self.lookup_inode(parent, name).await?;
         if d.kind != Kind::Dir {

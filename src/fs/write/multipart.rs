@@ -175,11 +175,13 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Starts uploading part `index` (`len` bytes) of the session.
-    fn spawn_part(&self, w: &mut WriteState, index: usize, len: u64) -> StoreResult<()> {
-        let file = w
-            .staging
-            .shared_file()
-            .map_err(|e| StoreError::Other(format!("staging: {e}")))?;
+    async fn spawn_part(
+        &self,
+        w: &mut WriteState,
+        index: usize,
+        len: u64,
+    ) -> crate::fs::Result<()> {
+        let file = w.staging.shared_file().await?;
         let Some(s) = w.session.as_mut() else {
             return Ok(());
         };
@@ -239,7 +241,7 @@ impl<S: ObjectStore> S3Fs<S> {
             return;
         }
         for i in from..full {
-            if let Err(e) = self.spawn_part(w, i, ps) {
+            if let Err(e) = self.spawn_part(w, i, ps).await {
                 tracing::debug!(key = w.key, error = %e, "streaming stopped");
                 w.streaming = false;
                 return;
@@ -276,7 +278,7 @@ impl<S: ObjectStore> S3Fs<S> {
         for i in 0..n {
             if w.session.as_ref().is_some_and(|s| s.clean(i).is_none()) {
                 let plen = ps.min(len - i as u64 * ps);
-                self.spawn_part(w, i, plen)?;
+                self.spawn_part(w, i, plen).await?;
             }
         }
         let s = w.session.as_mut().expect("session kept while uploading");

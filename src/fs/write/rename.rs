@@ -10,14 +10,24 @@
 //! supported (EINVAL): two objects cannot be swapped atomically on S3.
 
 use super::super::inode::Kind;
-use super::super::{Error, Result, S3Fs};
+use super::super::{Error, Result, S3Fs, entry_name};
 use crate::store::ObjectStore;
 use futures::StreamExt;
+use std::ffi::OsStr;
 
 /// Most objects a directory rename copies before answering EXDEV.
 pub const DIR_RENAME_MAX_OBJECTS: usize = 10_000;
 /// Most bytes a directory rename copies before answering EXDEV.
 pub const DIR_RENAME_MAX_BYTES: u64 = 50 << 30;
+/// What `renameat2` flags ask for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// `RENAME_NOREPLACE`: fail with EEXIST if the target exists.
+    pub noreplace: bool,
+    /// `RENAME_EXCHANGE`: swap the two names (not possible on S3: EINVAL).
+    pub exchange: bool,
+}
+
 /// Copies (then deletes) in flight during a directory rename.
 const RENAME_PARALLEL: usize = 16;
 
@@ -25,18 +35,17 @@ impl<S: ObjectStore> S3Fs<S> {
     pub async fn rename(
         &self,
         parent: u64,
-        name: &str,
+        name: &(impl AsRef<OsStr> + ?Sized),
         newparent: u64,
-        newname: &str,
-        flags: u32,
+        newname: &(impl AsRef<OsStr> + ?Sized),
+        flags: RenameFlags,
     ) -> Result<()> {
         self.check_writable()?;
-        if flags & libc::RENAME_EXCHANGE != 0 {
+        if flags.exchange {
             return Err(Error::InvalidArgument);
         }
-        if !super::super::readdir::valid_name(newname) {
-            return Err(Error::InvalidName);
-        }
+        let name = entry_name(name.as_ref(), false)?;
+        let newname = entry_name(newname.as_ref(), true)?;
         let p = self.dir_inode(parent)?;
         let np = self.dir_inode(newparent)?;
         let src = self.lookup_inode(parent, name).await?;
@@ -46,7 +55,7 @@ impl<S: ObjectStore> S3Fs<S> {
             Err(e) => return Err(e),
         };
         if let Some(d) = &dst {
-            if flags & libc::RENAME_NOREPLACE != 0 {
+            if flags.noreplace {
                 return Err(Error::Exists);
             }
             if d.ino == src.ino {

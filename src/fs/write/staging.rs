@@ -6,6 +6,11 @@
 //!
 //! Data safety: when an upload fails, [`Staging::persist`] moves (or writes) the bytes to a named
 //! file under `recovered/`, so the caller can tell the user where they are.
+//!
+//! Disk I/O (spilling, writes and reads of the spill file, hashing it, keeping it) runs on
+//! tokio's blocking pool, never on an async worker: one large write must not stall unrelated
+//! requests (a `stat`, another file's read) that share the workers. Bytes in memory are copied
+//! in place: a memcpy does not block.
 
 use bytes::Bytes;
 use md5::Digest;
@@ -17,6 +22,15 @@ use std::sync::Arc;
 
 /// Bytes copied per step when hashing or copying a spilled file.
 const COPY_STEP: usize = 1 << 20;
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("staging I/O task: {e}")))?
+}
 
 pub struct Staging {
     dir: PathBuf,
@@ -59,35 +73,42 @@ impl Staging {
         self.file.is_some()
     }
 
-    fn spill(&mut self) -> io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix("staging-")
-            .tempfile_in(&self.dir)?;
-        let (file, path) = tmp.keep().map_err(|e| e.error)?;
-        file.write_all_at(&self.mem, 0)?;
-        file.set_len(self.len)?;
-        self.mem = Vec::new();
+    async fn spill(&mut self) -> io::Result<()> {
+        let (dir, mem, len) = (self.dir.clone(), std::mem::take(&mut self.mem), self.len);
+        let (file, path) = blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = tempfile::Builder::new()
+                .prefix("staging-")
+                .tempfile_in(&dir)?;
+            let (file, path) = tmp.keep().map_err(|e| e.error)?;
+            file.write_all_at(&mem, 0)?;
+            file.set_len(len)?;
+            Ok((file, path))
+        })
+        .await?;
         self.file = Some((Arc::new(file), path));
         Ok(())
     }
 
     /// The spill file (spilling now if the bytes are in memory), for readers outside the lock.
-    pub fn shared_file(&mut self) -> io::Result<Arc<File>> {
+    pub async fn shared_file(&mut self) -> io::Result<Arc<File>> {
         if self.file.is_none() {
-            self.spill()?;
+            self.spill().await?;
         }
         Ok(self.file.as_ref().map(|(f, _)| f.clone()).unwrap())
     }
 
     /// Writes `data` at `off`; a gap before it reads as zeros.
-    pub fn write_at(&mut self, off: u64, data: &[u8]) -> io::Result<()> {
+    pub async fn write_at(&mut self, off: u64, data: &[u8]) -> io::Result<()> {
         let end = off + data.len() as u64;
         if self.file.is_none() && end > self.limit {
-            self.spill()?;
+            self.spill().await?;
         }
         match &self.file {
-            Some((f, _)) => f.write_all_at(data, off)?,
+            Some((f, _)) => {
+                let (f, data) = (f.clone(), data.to_vec());
+                blocking(move || f.write_all_at(&data, off)).await?
+            }
             None => {
                 if self.mem.len() < end as usize {
                     self.mem.resize(end as usize, 0);
@@ -100,12 +121,15 @@ impl Staging {
     }
 
     /// Sets the length: shorter drops bytes, longer adds zeros.
-    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
+    pub async fn truncate(&mut self, len: u64) -> io::Result<()> {
         if self.file.is_none() && len > self.limit {
-            self.spill()?;
+            self.spill().await?;
         }
         match &self.file {
-            Some((f, _)) => f.set_len(len)?,
+            Some((f, _)) => {
+                let f = f.clone();
+                blocking(move || f.set_len(len)).await?
+            }
             None => self.mem.resize(len as usize, 0),
         }
         self.len = len;
@@ -113,16 +137,20 @@ impl Staging {
     }
 
     /// Bytes `[off, off + len)`, clipped at the end.
-    pub fn read_at(&self, off: u64, len: u64) -> io::Result<Bytes> {
+    pub async fn read_at(&self, off: u64, len: u64) -> io::Result<Bytes> {
         let end = (off + len).min(self.len);
         if off >= end {
             return Ok(Bytes::new());
         }
         match &self.file {
             Some((f, _)) => {
-                let mut buf = vec![0u8; (end - off) as usize];
-                f.read_exact_at(&mut buf, off)?;
-                Ok(buf.into())
+                let f = f.clone();
+                blocking(move || {
+                    let mut buf = vec![0u8; (end - off) as usize];
+                    f.read_exact_at(&mut buf, off)?;
+                    Ok(buf.into())
+                })
+                .await
             }
             None => Ok(Bytes::copy_from_slice(
                 &self.mem[off as usize..end as usize],
@@ -131,22 +159,25 @@ impl Staging {
     }
 
     /// MD5 of all bytes (for Content-MD5).
-    pub fn md5(&self) -> io::Result<[u8; 16]> {
-        let mut h = md5::Md5::new();
-        match &self.file {
-            None => h.update(&self.mem),
-            Some((f, _)) => {
-                let mut buf = vec![0u8; COPY_STEP];
-                let mut off = 0;
-                while off < self.len {
-                    let n = (self.len - off).min(COPY_STEP as u64) as usize;
-                    f.read_exact_at(&mut buf[..n], off)?;
-                    h.update(&buf[..n]);
-                    off += n as u64;
-                }
+    pub async fn md5(&self) -> io::Result<[u8; 16]> {
+        let (file, len) = match &self.file {
+            Some((f, _)) => (f.clone(), self.len),
+            // In memory: at most `--write-buffer` bytes; hashed here, as a write copies them.
+            None => return Ok(md5::Md5::digest(&self.mem).into()),
+        };
+        blocking(move || {
+            let mut h = md5::Md5::new();
+            let mut buf = vec![0u8; COPY_STEP];
+            let mut off = 0;
+            while off < len {
+                let n = (len - off).min(COPY_STEP as u64) as usize;
+                file.read_exact_at(&mut buf[..n], off)?;
+                h.update(&buf[..n]);
+                off += n as u64;
             }
-        }
-        Ok(h.finalize().into())
+            Ok(h.finalize().into())
+        })
+        .await
     }
 
     /// What an upload should send.
@@ -159,8 +190,19 @@ impl Staging {
 
     /// Keeps the bytes after a failed upload: `recovered/<name>` under the staging directory.
     /// Returns the path to tell the user.
-    pub fn persist(mut self, name: &str) -> io::Result<PathBuf> {
+    pub async fn persist(mut self, name: &str) -> io::Result<PathBuf> {
         let dir = self.dir.join("recovered");
+        let (file, mem) = (self.file.take(), std::mem::take(&mut self.mem));
+        let name = name.to_string();
+        blocking(move || Self::keep(dir, &name, file, mem)).await
+    }
+
+    fn keep(
+        dir: PathBuf,
+        name: &str,
+        file: Option<(Arc<File>, PathBuf)>,
+        mem: Vec<u8>,
+    ) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&dir)?;
         let safe: String = name
             .chars()
@@ -172,9 +214,9 @@ impl Staging {
             .unwrap_or_default()
             .as_secs();
         let dest = dir.join(format!("{stamp}-{safe}"));
-        match self.file.take() {
+        match file {
             Some((_, p)) => std::fs::rename(&p, &dest)?,
-            None => std::fs::write(&dest, &self.mem)?,
+            None => std::fs::write(&dest, &mem)?,
         }
         Ok(dest)
     }
@@ -182,6 +224,8 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
+        // One unlink (the file's pages are freed by the kernel, not here): cheap enough to run
+        // where the state is dropped.
         if let Some((_, p)) = self.file.take() {
             let _ = std::fs::remove_file(p);
         }
@@ -199,8 +243,8 @@ mod tests {
         model[off..off + data.len()].copy_from_slice(data);
     }
 
-    #[test]
-    fn random_writes_across_the_spill_match_a_model() {
+    #[tokio::test]
+    async fn random_writes_across_the_spill_match_a_model() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Staging::new(dir.path(), 64 << 10);
         let mut model = Vec::new();
@@ -212,32 +256,38 @@ mod tests {
             let off = (x % (200 << 10)) as usize;
             let len = 1 + (x >> 32) as usize % 5000;
             let data = vec![(i % 251) as u8; len];
-            s.write_at(off as u64, &data).unwrap();
+            s.write_at(off as u64, &data).await.unwrap();
             apply(&mut model, off, &data);
             if i == 100 {
-                s.truncate(50_000).unwrap();
+                s.truncate(50_000).await.unwrap();
                 model.truncate(50_000);
             }
         }
         assert!(s.spilled());
         assert_eq!(s.len(), model.len() as u64);
-        assert_eq!(&s.read_at(0, s.len()).unwrap()[..], &model[..]);
-        assert_eq!(s.md5().unwrap(), <[u8; 16]>::from(md5::Md5::digest(&model)));
-        s.truncate(model.len() as u64 + 10).unwrap();
-        assert_eq!(&s.read_at(model.len() as u64, 100).unwrap()[..], &[0u8; 10]);
+        assert_eq!(&s.read_at(0, s.len()).await.unwrap()[..], &model[..]);
+        assert_eq!(
+            s.md5().await.unwrap(),
+            <[u8; 16]>::from(md5::Md5::digest(&model))
+        );
+        s.truncate(model.len() as u64 + 10).await.unwrap();
+        assert_eq!(
+            &s.read_at(model.len() as u64, 100).await.unwrap()[..],
+            &[0u8; 10]
+        );
     }
 
-    #[test]
-    fn small_files_stay_in_memory_and_spill_files_are_removed() {
+    #[tokio::test]
+    async fn small_files_stay_in_memory_and_spill_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Staging::new(dir.path(), 1 << 20);
-        s.write_at(0, b"hello").unwrap();
-        s.write_at(7, b"!").unwrap();
+        s.write_at(0, b"hello").await.unwrap();
+        s.write_at(7, b"!").await.unwrap();
         assert!(!s.spilled());
-        assert_eq!(&s.read_at(0, 100).unwrap()[..], b"hello\0\0!");
+        assert_eq!(&s.read_at(0, 100).await.unwrap()[..], b"hello\0\0!");
         assert!(matches!(s.source(), Source::Memory(b) if &b[..] == b"hello\0\0!"));
         let mut big = Staging::new(dir.path(), 4);
-        big.write_at(0, b"spilled").unwrap();
+        big.write_at(0, b"spilled").await.unwrap();
         assert!(big.spilled());
         assert!(matches!(big.source(), Source::File(_, 7)));
         drop(big);
@@ -248,13 +298,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn persist_keeps_the_bytes_under_recovered() {
+    #[tokio::test]
+    async fn persist_keeps_the_bytes_under_recovered() {
         let dir = tempfile::tempdir().unwrap();
         for limit in [1 << 20, 2] {
             let mut s = Staging::new(dir.path(), limit);
-            s.write_at(0, b"precious").unwrap();
-            let p = s.persist("dir/file.txt").unwrap();
+            s.write_at(0, b"precious").await.unwrap();
+            let p = s.persist("dir/file.txt").await.unwrap();
             assert!(p.starts_with(dir.path().join("recovered")));
             assert!(
                 p.file_name()
