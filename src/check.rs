@@ -7,13 +7,14 @@
 //! skips them.
 
 use crate::cli::CheckArgs;
+use crate::config::ConfigError;
 use crate::config::{Addressing, resolve_mount};
-use crate::run::{check_in_time, explain_store_error};
+use crate::run::{MountError, check_in_time, explain_store_error};
 use crate::store::sdk::SdkStore;
 use crate::store::{Cap, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 
-pub fn check_main(args: CheckArgs) -> Result<(), String> {
+pub fn check_main(args: CheckArgs) -> Result<(), MountError> {
     if args.verbose > 0 {
         let level = if args.verbose > 1 { "debug" } else { "info" };
         let _ = tracing_subscriber::fmt()
@@ -23,11 +24,11 @@ pub fn check_main(args: CheckArgs) -> Result<(), String> {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let cfg = resolve_mount(&args.to_mount_args(), &crate::config::Env::from_process())
-        .map_err(|e| e.0)?;
+    let cfg = resolve_mount(&args.to_mount_args(), &crate::config::Env::from_process())?;
     let s3 = &cfg.s3;
-    let store = SdkStore::new(s3)?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
+    let store = SdkStore::new(s3).map_err(|e| MountError::Config(ConfigError(e)))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| MountError::System(format!("cannot start tokio: {e}")))?;
     rt.block_on(check_in_time(&cfg, store.check_bucket()))?;
     let row = |k: &str, v: &str| println!("{k:<15} {v}");
     row("profile", &s3.profile);
@@ -85,7 +86,7 @@ pub fn check_main(args: CheckArgs) -> Result<(), String> {
         ),
     );
     let listed = rt.block_on(store.list(&cfg.prefix, Some("/"), None, 1));
-    listed.map_err(|e| explain_store_error(&cfg, &e))?;
+    listed.map_err(|e| MountError::Store(explain_store_error(&cfg, &e)))?;
     row(
         "ListObjectsV2",
         &yes_no(store.capability(Cap::ListV2), "ListObjects v1 with markers"),
@@ -121,16 +122,16 @@ pub fn check_main(args: CheckArgs) -> Result<(), String> {
 async fn probe_writes(
     store: &SdkStore,
     prefix: &str,
-) -> Result<(Option<bool>, Option<bool>), String> {
+) -> Result<(Option<bool>, Option<bool>), MountError> {
     let key = format!("{prefix}.s3mount-check-{}", std::process::id());
     let copy_key = format!("{key}-copy");
     let denied = |e: StoreError| {
-        match e {
+        MountError::Store(match e {
         StoreError::AccessDenied { .. } => {
             "writes denied: the keys are read-only; mount with --read-only (or check with --read-only)".to_string()
         }
         e => format!("cannot write the probe object {key}: {e}"),
-    }
+    })
     };
     store
         .put(&key, Bytes::from_static(b"x"), PutOptions::default())
@@ -149,7 +150,7 @@ async fn probe_writes(
     store
         .delete(&key)
         .await
-        .map_err(|e| format!("cannot delete the probe object {key}: {e}"))?;
-    copied.map_err(|e| format!("cannot copy the probe object {key}: {e}"))?;
+        .map_err(|e| MountError::Store(format!("cannot delete the probe object {key}: {e}")))?;
+    copied.map_err(|e| MountError::Store(format!("cannot copy the probe object {key}: {e}")))?;
     Ok((store.capability(Cap::Copy), multipart))
 }

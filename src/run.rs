@@ -6,7 +6,7 @@
 //! pipe and exits 0 or prints the error and exits 1, so `s3mount` returns only when the mount
 //! is usable or has failed, as `mount` does.
 
-use crate::config::{MountConfig, resolve_mount};
+use crate::config::{ConfigError, MountConfig, resolve_mount};
 use crate::fs::S3Fs;
 use crate::fuse::FuseAdapter;
 use crate::store::StoreError;
@@ -15,6 +15,52 @@ use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
+
+/// Why a mount (or `check`) failed: each variant one line naming the problem and the fix. The
+/// kind decides the exit code (in `main.rs`); the daemon sends both to the waiting parent.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Arguments, profile, files or environment.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The mount point: missing, not a directory, busy, a dead mount.
+    #[error("{0}")]
+    Mountpoint(String),
+    /// The store refused or did not answer the bucket check (or a probe of `check`).
+    #[error("{0}")]
+    Store(String),
+    /// The kernel side: /dev/fuse, fusermount3, permissions.
+    #[error("{0}")]
+    Fuse(String),
+    /// This machine: fork, pipe, threads.
+    #[error("{0}")]
+    System(String),
+}
+
+impl MountError {
+    /// The word that names the kind on the daemon's status pipe.
+    fn kind(&self) -> &'static str {
+        match self {
+            MountError::Config(_) => "config",
+            MountError::Mountpoint(_) => "mountpoint",
+            MountError::Store(_) => "store",
+            MountError::Fuse(_) => "fuse",
+            MountError::System(_) => "system",
+        }
+    }
+
+    /// Rebuilds an error the daemon reported as `ERR <kind> <message>`.
+    fn from_status(kind: &str, msg: &str) -> Self {
+        let msg = msg.to_string();
+        match kind {
+            "config" => MountError::Config(ConfigError(msg)),
+            "mountpoint" => MountError::Mountpoint(msg),
+            "store" => MountError::Store(msg),
+            "fuse" => MountError::Fuse(msg),
+            _ => MountError::System(msg),
+        }
+    }
+}
 
 /// Longest the bucket check may take before the mount gives up (retries included).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,22 +115,26 @@ pub fn explain_store_error(cfg: &MountConfig, e: &StoreError) -> String {
 pub(crate) async fn check_in_time(
     cfg: &MountConfig,
     check: impl Future<Output = Result<(), StoreError>>,
-) -> Result<(), String> {
+) -> Result<(), MountError> {
     match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(explain_store_error(cfg, &e)),
-        Err(_) => Err(explain_store_error(
+        Ok(Err(e)) => Err(MountError::Store(explain_store_error(cfg, &e))),
+        Err(_) => Err(MountError::Store(explain_store_error(
             cfg,
             &StoreError::Unreachable {
                 endpoint: String::new(),
                 reason: format!("no answer in {}s", CHECK_TIMEOUT.as_secs()),
             },
-        )),
+        ))),
     }
 }
 
 /// Checks the mount point: exists, is a directory, is not already a mount.
-pub fn check_mountpoint(p: &Path) -> Result<(), String> {
+pub fn check_mountpoint(p: &Path) -> Result<(), MountError> {
+    check_mountpoint_msg(p).map_err(MountError::Mountpoint)
+}
+
+fn check_mountpoint_msg(p: &Path) -> Result<(), String> {
     let shown = p.display();
     match std::fs::metadata(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -194,8 +244,8 @@ fn init_logging(cfg: &MountConfig) {
 }
 
 /// `s3mount SOURCE MOUNTPOINT`: returns the message of a failure.
-pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), String> {
-    let cfg = resolve_mount(&args, &crate::config::Env::from_process()).map_err(|e| e.0)?;
+pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), MountError> {
+    let cfg = resolve_mount(&args, &crate::config::Env::from_process())?;
     check_mountpoint(&cfg.mountpoint)?;
     if cfg.foreground {
         return serve_mount(cfg, None);
@@ -203,62 +253,63 @@ pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), String> {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fds into the array we own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!(
+        return Err(MountError::System(format!(
             "cannot create a pipe: {}",
             std::io::Error::last_os_error()
-        ));
+        )));
     }
     // SAFETY: the fds were just created and are owned here only.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: no other thread exists yet (nothing above starts one), so fork is sound.
     match unsafe { libc::fork() } {
-        -1 => Err(format!("cannot fork: {}", std::io::Error::last_os_error())),
+        -1 => Err(MountError::System(format!(
+            "cannot fork: {}",
+            std::io::Error::last_os_error()
+        ))),
         0 => {
             drop(rd);
             // SAFETY: setsid has no preconditions; detaches from the terminal's session.
             unsafe { libc::setsid() };
             let mut status = std::fs::File::from(wr);
             let res = serve_mount(cfg, Some(&mut status));
-            if let Err(msg) = &res {
-                let _ = writeln!(status, "{msg}");
+            if let Err(e) = &res {
+                let _ = writeln!(status, "ERR {} {e}", e.kind());
             }
             std::process::exit(if res.is_ok() { 0 } else { 1 });
         }
         _child => {
             drop(wr);
-            // One line: `OK`, or the error. The daemon keeps its end open while it runs, so
-            // read a line, not to EOF.
+            // One line: `OK`, or `ERR <kind> <message>`. The daemon keeps its end open while it
+            // runs, so read a line, not to EOF.
             let mut msg = String::new();
             let _ = std::io::BufReader::new(std::fs::File::from(rd)).read_line(&mut msg);
             let msg = msg.trim();
             if msg == "OK" {
                 Ok(())
-            } else if msg.is_empty() {
-                Err(format!(
-                    "the s3mount daemon exited before the mount was ready; see {}",
-                    log_path(
-                        &resolve_mount(&args, &crate::config::Env::from_process())
-                            .map_err(|e| e.0)?
-                    )
-                    .display()
-                ))
+            } else if let Some((kind, text)) =
+                msg.strip_prefix("ERR ").and_then(|m| m.split_once(' '))
+            {
+                Err(MountError::from_status(kind, text))
             } else {
-                Err(msg.to_string())
+                Err(MountError::System(format!(
+                    "the s3mount daemon exited before the mount was ready; see {}",
+                    log_path(&resolve_mount(&args, &crate::config::Env::from_process())?).display()
+                )))
             }
         }
     }
 }
 
 /// Mounts and serves until unmounted. `ready` gets `OK` once the mount is live (daemon mode).
-fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<(), String> {
+fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<(), MountError> {
     init_logging(&cfg);
     tune_malloc();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("s3mount-io")
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let store = SdkStore::new(&cfg.s3)?;
+        .map_err(|e| MountError::System(format!("cannot start the async runtime: {e}")))?;
+    let store = SdkStore::new(&cfg.s3).map_err(|e| MountError::Config(ConfigError(e)))?;
     let core = std::sync::Arc::new(S3Fs::new(
         std::sync::Arc::new(store),
         &cfg.prefix,
@@ -296,10 +347,10 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
     fcfg.clone_fd = true;
     let adapter = FuseAdapter::new(core, rt.handle().clone());
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fcfg).map_err(|e| {
-        format!(
+        MountError::Fuse(format!(
             "cannot mount on {}: {e}; check that /dev/fuse exists and fuse3 is installed",
             cfg.mountpoint.display()
-        )
+        ))
     })?;
     tracing::info!(source = %cfg.source, mountpoint = %cfg.mountpoint.display(), "mounted");
     let mut unmounter = session.unmount_callable();
@@ -329,7 +380,7 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
     }
     session
         .run()
-        .map_err(|e| format!("the FUSE session ended with an error: {e}"))?;
+        .map_err(|e| MountError::Fuse(format!("the FUSE session ended with an error: {e}")))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }
@@ -382,6 +433,7 @@ mod tests {
         assert!(
             check_mountpoint(&missing)
                 .unwrap_err()
+                .to_string()
                 .contains("does not exist")
         );
         let file = d.path().join("f");
@@ -389,12 +441,14 @@ mod tests {
         assert!(
             check_mountpoint(&file)
                 .unwrap_err()
+                .to_string()
                 .contains("not a directory")
         );
         assert!(check_mountpoint(d.path()).is_ok());
         assert!(
             check_mountpoint(Path::new("/proc"))
                 .unwrap_err()
+                .to_string()
                 .contains("busy")
         );
     }

@@ -179,7 +179,21 @@ pub fn import_tree(
     Ok(count)
 }
 
-pub fn serve_main(args: ServeArgs) -> Result<(), String> {
+/// Why `s3mount serve` failed; the kind decides the exit code (in `main.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A bad argument: bucket name, `--import`, `--emulate`, TLS files.
+    #[error("{0}")]
+    Usage(String),
+    /// The directory, an import, or the listening address.
+    #[error("{0}")]
+    Resource(String),
+    /// This machine: threads, signals.
+    #[error("{0}")]
+    System(String),
+}
+
+pub fn serve_main(args: ServeArgs) -> Result<(), ServeError> {
     let level = match args.verbose {
         0 => "warn",
         1 => "info",
@@ -209,25 +223,27 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
         }
     };
     let storage = Storage::open(&dir).map_err(|e| {
-        format!(
+        ServeError::Resource(format!(
             "cannot use {} as the server's directory: {e}",
             dir.display()
-        )
+        ))
     })?;
     for b in &args.buckets {
         if !storage::valid_bucket_name(b) {
-            return Err(format!(
+            return Err(ServeError::Usage(format!(
                 "bad bucket name '{b}': use letters, digits, '-', '.' or '_'"
-            ));
+            )));
         }
         storage
             .create_bucket(b)
-            .map_err(|e| format!("cannot create bucket '{b}': {e}"))?;
+            .map_err(|e| ServeError::Resource(format!("cannot create bucket '{b}': {e}")))?;
     }
     for imp in &args.imports {
-        let (src, dest) = imp
-            .rsplit_once('=')
-            .ok_or_else(|| format!("bad --import '{imp}': use LOCAL_DIR=BUCKET[/prefix]"))?;
+        let (src, dest) = imp.rsplit_once('=').ok_or_else(|| {
+            ServeError::Usage(format!(
+                "bad --import '{imp}': use LOCAL_DIR=BUCKET[/prefix]"
+            ))
+        })?;
         let (bucket, prefix) = dest.split_once('/').unwrap_or((dest, ""));
         let prefix = prefix.trim_matches('/');
         let prefix = if prefix.is_empty() {
@@ -236,11 +252,11 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
             format!("{prefix}/")
         };
         let n = import_tree(&storage, Path::new(src), bucket, &prefix)
-            .map_err(|e| format!("cannot import {src} into {bucket}: {e}"))?;
+            .map_err(|e| ServeError::Resource(format!("cannot import {src} into {bucket}: {e}")))?;
         eprintln!("s3mount serve: imported {n} files from {src} into {bucket}/{prefix}");
     }
     let spec = (args.emulate.clone()).or_else(|| std::env::var("S3MOUNT_SERVE_EMULATE").ok());
-    let emulation = Emulation::parse(spec.as_deref().unwrap_or(""))?;
+    let emulation = Emulation::parse(spec.as_deref().unwrap_or("")).map_err(ServeError::Usage)?;
     if !emulation.missing().is_empty() {
         eprintln!(
             "s3mount serve: emulating a gateway without {}",
@@ -248,12 +264,17 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
         );
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k).map_err(ServeError::Usage)?),
         (None, None) => None,
-        _ => return Err("--tls-cert and --tls-key go together".into()),
+        _ => {
+            return Err(ServeError::Usage(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start tokio: {e}"))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| ServeError::System(format!("cannot start tokio: {e}")))?;
     rt.block_on(async move {
         let running = start_with_tls(
             Arc::new(storage),
@@ -264,12 +285,17 @@ pub fn serve_main(args: ServeArgs) -> Result<(), String> {
             tls,
         )
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}; pick another --addr", args.addr))?;
+        .map_err(|e| {
+            ServeError::Resource(format!(
+                "cannot listen on {}: {e}; pick another --addr",
+                args.addr
+            ))
+        })?;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "endpoint: {scheme}://{}", running.addr);
         let _ = out.flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ServeError::System(e.to_string()))?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

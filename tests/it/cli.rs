@@ -7,6 +7,12 @@ use std::time::Duration;
 
 /// Runs `s3mount ARGS` with the backend's keys (or `env` overrides) and returns (exit ok, stderr).
 fn run(b: &Backend, args: &[&str], env: &[(&str, Option<&str>)]) -> (bool, String) {
+    let (code, err) = run_code(b, args, env);
+    (code == Some(0), err)
+}
+
+/// [`run`], with the exit code.
+fn run_code(b: &Backend, args: &[&str], env: &[(&str, Option<&str>)]) -> (Option<i32>, String) {
     let home = tempfile::tempdir().unwrap();
     let mut c = s3mount_cmd(b, home.path());
     c.args(args);
@@ -23,7 +29,7 @@ fn run(b: &Backend, args: &[&str], env: &[(&str, Option<&str>)]) -> (bool, Strin
         !err.contains(SECRET) && !err.contains(&b.secret),
         "secret leaked: {err}"
     );
-    (out.status.success(), err)
+    (out.status.code(), err)
 }
 
 fn fails_with(b: &Backend, args: &[&str], env: &[(&str, Option<&str>)], needle: &str) {
@@ -32,6 +38,41 @@ fn fails_with(b: &Backend, args: &[&str], env: &[(&str, Option<&str>)], needle: 
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("s3mount: error: "), "{err}");
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+/// Each kind of failure has its own exit code (docs/troubleshooting.md), so scripts and systemd
+/// can tell a typo from an outage.
+#[test]
+fn exit_codes_tell_the_kind_of_failure() {
+    let Some(b) = local_backend() else { return };
+    let mnt = tempfile::tempdir().unwrap();
+    let m = mnt.path().to_str().unwrap();
+    let missing = mnt.path().join("missing");
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["nope:bkt", m], 2, "unknown profile"),
+        (
+            &[&b.bucket, m, "-o", "no_such_option"],
+            2,
+            "unknown mount option",
+        ),
+        (&[&b.bucket, missing.to_str().unwrap()], 3, "does not exist"),
+        (&["no-such-bucket-here", m], 4, "not found"),
+        (
+            &[&b.bucket, m, "--endpoint", "http://127.0.0.1:1"],
+            4,
+            "cannot reach",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let (got, err) = run_code(&b, args, &[]);
+        assert_eq!(got, Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut c = s3mount_cmd(&b, home.path());
+    c.args(["serve", "--addr", "256.0.0.1:1"]);
+    let out = run_with_deadline(c, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(6), "serve on a bad address");
 }
 
 fn local_backend() -> Option<Backend> {
