@@ -348,8 +348,8 @@ impl<S: ObjectStore> S3Fs<S> {
             if end > self.opts.multipart_threshold && self.multipart_enabled() {
                 // Multipart hashes each part instead.
                 g.running_md5 = None;
-            } else if let Some(h) = &mut g.running_md5 {
-                h.update(data);
+            } else if let Some(h) = g.running_md5.take() {
+                g.running_md5 = staging::hash_more(h, data).await;
             }
         } else {
             g.streaming = false;

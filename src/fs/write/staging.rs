@@ -32,6 +32,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("staging I/O task: {e}")))?
 }
 
+/// `h` updated with `data`, off the async workers when `data` is large; `None` if the hashing
+/// task could not run (the upload then hashes the staged bytes instead).
+pub async fn hash_more(mut h: md5::Md5, data: &[u8]) -> Option<md5::Md5> {
+    if data.len() < crate::store::HASH_OFF_WORKER {
+        h.update(data);
+        return Some(h);
+    }
+    let data = Bytes::copy_from_slice(data);
+    tokio::task::spawn_blocking(move || {
+        h.update(&data);
+        h
+    })
+    .await
+    .ok()
+}
+
 pub struct Staging {
     dir: PathBuf,
     limit: u64,

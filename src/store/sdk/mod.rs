@@ -325,8 +325,7 @@ impl ObjectStore for SdkStore {
     }
 
     async fn put(&self, key: &str, body: Bytes, opts: PutOptions) -> StoreResult<Option<String>> {
-        use md5::Digest;
-        let md5: [u8; 16] = md5::Md5::digest(&body).into();
+        let md5 = super::md5_of(&body).await;
         let len = body.len() as u64;
         self.put_body(key, ByteStream::from(body), len, md5, opts)
             .await
@@ -366,8 +365,7 @@ impl ObjectStore for SdkStore {
         number: u32,
         body: Bytes,
     ) -> StoreResult<String> {
-        use md5::Digest;
-        let md5 = md5::Md5::digest(&body);
+        let md5 = super::md5_of(&body).await;
         let len = body.len() as u64;
         let out = self
             .client()
