@@ -1,6 +1,7 @@
 //! Core tests on the in-memory store: the same logic the FUSE mount runs, without the kernel.
 
 use super::*;
+use crate::store::ObjectInfo;
 use crate::store::PutOptions;
 use crate::store::memory::MemoryStore;
 use std::time::Duration;

@@ -14,7 +14,8 @@
 //! later extension reads zeros, as POSIX says).
 
 use super::WriteState;
-use crate::fs::{Result, S3Fs};
+use super::Writers;
+use crate::fs::Result;
 use crate::store::ObjectStore;
 use futures::StreamExt;
 
@@ -97,7 +98,7 @@ impl Base {
     }
 }
 
-impl<S: ObjectStore> S3Fs<S> {
+impl<S: ObjectStore> Writers<S> {
     /// Fetches the missing parts of `ranges` from the object into staging.
     async fn fetch_ranges(&self, w: &mut WriteState, ranges: Vec<(u64, u64)>) -> Result<()> {
         let Some(base) = &w.base else { return Ok(()) };

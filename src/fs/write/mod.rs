@@ -1,4 +1,4 @@
-//! The write path: files being written, and the namespace changes (create, mkdir, unlink, rmdir).
+//! The writers: files open for writing, their staging and their uploads.
 //!
 //! A file opened for writing gets one [`WriteState`] per inode, shared by all its write handles
 //! (so two writers on one mount see each other's bytes and the last close uploads the result).
@@ -12,29 +12,26 @@
 //! Opening an existing object for writing without `O_TRUNC` fetches nothing up front: `base.rs`
 //! fetches the blocks a write or read needs, and the rest before the upload.
 //!
-//! Directories: `mkdir` writes a `dir/` marker with `Content-Type: application/x-directory`;
-//! `rmdir` refuses (ENOTEMPTY) while anything but the marker is under the prefix; removing the
-//! last entry of a directory writes its marker, so the directory does not vanish with it.
+//! The handle count of a file lives beside its state under the map's lock: a handle opened while
+//! the last close is still uploading joins the state (and its close uploads the bytes) instead
+//! of joining a state being torn down.
 
-mod attrs;
 mod base;
 mod multipart;
-mod rename;
 pub mod staging;
 
 pub use multipart::{UPLOAD_SLOTS, upload_slots};
 
-pub use attrs::SetAttr;
-pub use rename::{DIR_RENAME_MAX_BYTES, DIR_RENAME_MAX_OBJECTS, RenameFlags};
-
 use super::inode::{Inode, Kind, Stat};
-use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs, entry_name};
+use super::meta::{self, PosixMeta};
+use super::{Error, Result};
+use crate::config::FsOptions;
 use crate::store::{MAX_OBJECT_SIZE, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 use md5::Digest;
 use staging::{Source, Staging};
-use std::ffi::OsStr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 /// The largest object one PutObject may carry (the S3 limit). Without multipart, writing past
@@ -105,26 +102,68 @@ impl WriteState {
     }
 }
 
-impl<S: ObjectStore> S3Fs<S> {
-    pub(super) fn writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteState>>> {
-        self.writers
+/// The writers: every file open for writing, its staging and its uploads.
+///
+/// Lock order: a file's write state (tokio, held across its uploads) before the `states` map
+/// (std, map operations only, never held while waiting for a state). Part uploads take one of
+/// the mount's `upload_slots` (a semaphore) without holding a state.
+pub(crate) struct Writers<S: ObjectStore> {
+    store: Arc<S>,
+    opts: Arc<FsOptions>,
+    /// Files being written, by inode: one staging shared by all write handles of the inode.
+    states: Mutex<HashMap<u64, WriterSlot>>,
+    /// Part uploads in flight across the mount ([`UPLOAD_SLOTS`]).
+    upload_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl<S: ObjectStore> Writers<S> {
+    pub(crate) fn new(store: Arc<S>, opts: Arc<FsOptions>) -> Self {
+        Self {
+            store,
+            opts,
+            states: Mutex::new(HashMap::new()),
+            upload_slots: upload_slots(),
+        }
+    }
+
+    /// What the mount shows without headers: nothing is written for these values. A symlink
+    /// has no default mode: its `S_IFLNK` mode is what makes it a symlink, so it is always
+    /// written.
+    pub(crate) fn default_meta(&self, kind: Kind) -> PosixMeta {
+        PosixMeta {
+            mode: match kind {
+                Kind::Dir => Some(meta::dir_mode(self.opts.dir_mode)),
+                Kind::Symlink => None,
+                Kind::File => Some(meta::file_mode(self.opts.file_mode)),
+            },
+            uid: Some(self.opts.uid),
+            gid: Some(self.opts.gid),
+            mtime: None,
+            symlink_target: None,
+        }
+    }
+
+    /// Headers for an upload of `inode`: its stored attributes where they differ from defaults.
+    pub(crate) fn upload_headers(&self, inode: &Inode) -> HashMap<String, String> {
+        inode.stat().meta.to_headers(&self.default_meta(inode.kind))
+    }
+
+    /// Whether `ino` is open for writing.
+    pub(crate) fn is_open(&self, ino: u64) -> bool {
+        self.states.lock().unwrap().contains_key(&ino)
+    }
+
+    fn writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteState>>> {
+        self.states
             .lock()
             .unwrap()
             .get(&ino)
             .map(|s| s.state.clone())
     }
 
-    pub(super) fn check_writable(&self) -> Result<()> {
-        if self.opts.read_only {
-            Err(Error::ReadOnly)
-        } else {
-            Ok(())
-        }
-    }
-
     /// A new write state for `inode`: empty with `truncate`, else over the object's bytes
     /// (fetched when needed).
-    async fn new_state(&self, inode: &Inode, truncate: bool) -> Result<WriteState> {
+    async fn new_state(&self, inode: &Inode, key: &str, truncate: bool) -> Result<WriteState> {
         let mut staging = Staging::new(&self.opts.cache_dir, self.opts.write_buffer);
         let stat = inode.stat();
         let base = if !truncate && stat.size > 0 {
@@ -133,13 +172,18 @@ impl<S: ObjectStore> S3Fs<S> {
         } else {
             None
         };
-        let mut w = WriteState::new(self.inodes.key(inode), staging, base);
+        let mut w = WriteState::new(key.to_string(), staging, base);
         w.dirty = truncate;
         Ok(w)
     }
 
-    /// Bytes `[offset, offset + len)` of a file being written.
-    pub(super) async fn read_writing(
+    /// Bytes `[offset, offset + len)` of `ino` if it is being written.
+    pub(crate) async fn read(&self, ino: u64, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        let w = self.writer(ino)?;
+        Some(self.read_writing(&w, offset, len).await)
+    }
+
+    async fn read_writing(
         &self,
         w: &tokio::sync::Mutex<WriteState>,
         offset: u64,
@@ -152,14 +196,14 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// Joins (or starts) the write state of `inode` for one more handle. The handle is counted
     /// under the map lock, so a last close that is uploading sees it and keeps the state.
-    pub(super) async fn attach_writer(&self, inode: &Inode, truncate: bool) -> Result<()> {
+    pub(crate) async fn attach(&self, inode: &Inode, key: &str, truncate: bool) -> Result<()> {
         let joined = self.join_writer(inode.ino);
         let w = match joined {
             Some(w) => w,
             None => {
-                let state = self.new_state(inode, truncate).await?;
+                let state = self.new_state(inode, key, truncate).await?;
                 let fresh = Arc::new(tokio::sync::Mutex::new(state));
-                let mut map = self.writers.lock().unwrap();
+                let mut map = self.states.lock().unwrap();
                 match map.get_mut(&inode.ino) {
                     // Another open raced us: join its state instead of ours.
                     Some(slot) => {
@@ -184,7 +228,7 @@ impl<S: ObjectStore> S3Fs<S> {
         };
         if truncate {
             if let Err(e) = w.lock().await.truncate(0).await {
-                if let Some(s) = self.writers.lock().unwrap().get_mut(&inode.ino) {
+                if let Some(s) = self.states.lock().unwrap().get_mut(&inode.ino) {
                     s.handles -= 1;
                 }
                 return Err(e);
@@ -196,7 +240,7 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// One more handle on an existing write state.
     fn join_writer(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<WriteState>>> {
-        let mut map = self.writers.lock().unwrap();
+        let mut map = self.states.lock().unwrap();
         let slot = map.get_mut(&ino)?;
         slot.handles += 1;
         Some(slot.state.clone())
@@ -206,9 +250,9 @@ impl<S: ObjectStore> S3Fs<S> {
     /// unless a handle opened meanwhile: that one then owns the bytes (and its close uploads
     /// them), so nothing is torn down under it. A failed upload with no handle left moves the
     /// bytes to `recovered/`.
-    pub(super) async fn detach_writer(&self, ino: u64) -> Result<()> {
+    pub(crate) async fn detach(&self, ino: u64, inode: Option<Arc<Inode>>) -> Result<()> {
         let w = {
-            let mut map = self.writers.lock().unwrap();
+            let mut map = self.states.lock().unwrap();
             let Some(slot) = map.get_mut(&ino) else {
                 return Ok(());
             };
@@ -219,12 +263,12 @@ impl<S: ObjectStore> S3Fs<S> {
             slot.state.clone()
         };
         let mut g = w.lock().await;
-        let res = match self.inodes.get(ino) {
-            Some(inode) => self.upload(&inode, &mut g).await,
+        let res = match &inode {
+            Some(inode) => self.upload(inode, &mut g).await,
             None => Ok(()),
         };
         let last = {
-            let mut map = self.writers.lock().unwrap();
+            let mut map = self.states.lock().unwrap();
             let idle = map
                 .get(&ino)
                 .is_some_and(|s| s.handles == 0 && Arc::ptr_eq(&s.state, &w));
@@ -264,7 +308,7 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// Uploads the whole file if it changed: multipart above the threshold (when the server
     /// has it), else one PutObject.
-    pub(super) async fn upload(&self, inode: &Inode, w: &mut WriteState) -> Result<()> {
+    async fn upload(&self, inode: &Inode, w: &mut WriteState) -> Result<()> {
         if !w.dirty {
             return Ok(());
         }
@@ -314,12 +358,11 @@ impl<S: ObjectStore> S3Fs<S> {
             validated: Some(Instant::now()),
             meta: inode.stat().meta,
         });
-        self.negative.remove(inode.parent(), &inode.name());
         Ok(())
     }
 
     /// The largest file this mount can upload now.
-    fn max_file_size(&self) -> u64 {
+    pub(crate) fn max_file_size(&self) -> u64 {
         if self.multipart_enabled() {
             MAX_OBJECT_SIZE
         } else {
@@ -327,15 +370,19 @@ impl<S: ObjectStore> S3Fs<S> {
         }
     }
 
-    /// Writes through handle `fh`.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let ino = self.handle_ino(fh)?;
+    /// Writes `data` at `offset` of `ino` (open for writing).
+    pub(crate) async fn write(
+        &self,
+        ino: u64,
+        inode: Option<Arc<Inode>>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u32> {
         let end = offset + data.len() as u64;
         if end > self.max_file_size() {
             return Err(Error::TooBig);
         }
         let w = self.writer(ino).ok_or(Error::BadHandle)?;
-        let inode = self.inodes.get(ino);
         let mut g = w.lock().await;
         self.prepare_overwrite(&mut g, offset, end).await?;
         g.staging.write_at(offset, data).await?;
@@ -365,168 +412,52 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// `close` (flush) and `fsync`: upload now if the file changed.
-    pub async fn flush(&self, fh: u64) -> Result<()> {
-        let ino = self.handle_ino(fh)?;
-        let (Some(w), Some(inode)) = (self.writer(ino), self.inodes.get(ino)) else {
+    pub(crate) async fn flush(&self, inode: &Inode) -> Result<()> {
+        let Some(w) = self.writer(inode.ino) else {
             return Ok(());
         };
         let mut g = w.lock().await;
-        self.upload(&inode, &mut g).await
+        self.upload(inode, &mut g).await
     }
 
-    fn handle_ino(&self, fh: u64) -> Result<u64> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .map(|h| h.ino)
-            .ok_or(Error::BadHandle)
-    }
-
-    /// Creates (or truncates) `name` in `parent` and opens it for writing.
-    /// `perm`: the permission bits asked for (mode & !umask); stored when not the default.
-    pub async fn create(
-        &self,
-        parent: u64,
-        name: &(impl AsRef<OsStr> + ?Sized),
-        perm: u16,
-    ) -> Result<(Attr, u64)> {
-        self.check_writable()?;
-        let name = entry_name(name.as_ref(), true)?;
-        let p = self.dir_inode(parent)?;
-        let stat = Stat {
-            size: 0,
-            mtime: SystemTime::now(),
-            etag: None,
-            validated: Some(Instant::now()),
-            meta: super::meta::PosixMeta {
-                mode: Some(super::meta::file_mode(perm)),
-                ..Default::default()
-            },
-        };
-        let inode = self.inodes.upsert(&p, name, Kind::File, stat.clone(), true);
-        self.negative.remove(parent, name);
-        let (fh, _) = self
-            .open(
-                inode.ino,
-                super::OpenMode {
-                    write: true,
-                    truncate: true,
-                },
-            )
-            .await?;
-        Ok((self.attr(&inode, &inode.stat()), fh))
-    }
-
-    /// `truncate`/`ftruncate`: through the open write state, or load, cut and upload.
-    pub async fn set_size(&self, ino: u64, size: u64) -> Result<Attr> {
-        self.check_writable()?;
-        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
-        if inode.kind == Kind::Dir {
-            return Err(Error::IsDir);
-        }
+    /// Cuts or extends `inode` to `size`: through its open write state, else by loading,
+    /// cutting and uploading the object (its stored attributes as `inode` holds them).
+    pub(crate) async fn set_size(&self, inode: &Inode, key: &str, size: u64) -> Result<()> {
         if size > self.max_file_size() {
             return Err(Error::TooBig);
         }
-        if let Some(w) = self.writer(ino) {
+        if let Some(w) = self.writer(inode.ino) {
             w.lock().await.truncate(size).await?;
         } else {
-            let mut state = self.new_state(&inode, size == 0).await?;
+            let mut state = self.new_state(inode, key, size == 0).await?;
             state.truncate(size).await?;
-            self.upload(&inode, &mut state).await?;
+            self.upload(inode, &mut state).await?;
         }
-        self.note_size(&inode, size);
-        Ok(self.attr(&inode, &inode.stat()))
-    }
-
-    /// Writes `dir/` if `dir` has nothing else under it, so it outlives its last entry.
-    pub(super) async fn keep_dir(&self, dir: &Inode) -> Result<()> {
-        if dir.ino == super::ROOT_INO {
-            return Ok(());
-        }
-        let key = self.inodes.key(dir);
-        let page = self.store.list(&key, Some("/"), None, 1).await?;
-        if page.objects.is_empty() && page.prefixes.is_empty() {
-            let opts = PutOptions {
-                content_type: Some(DIR_CONTENT_TYPE.into()),
-                ..Default::default()
-            };
-            self.store.put(&key, Bytes::new(), opts).await?;
-        }
+        self.note_size(inode, size);
         Ok(())
     }
 
-    pub async fn unlink(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<()> {
-        self.check_writable()?;
-        let name = entry_name(name.as_ref(), false)?;
-        let p = self.dir_inode(parent)?;
-        let child = self.lookup_inode(parent, name).await?;
-        if child.kind == Kind::Dir {
-            return Err(Error::IsDir);
-        }
-        self.store.delete(&self.inodes.key(&child)).await?;
-        self.inodes.detach(parent, name);
-        self.negative.insert(parent, name);
-        self.keep_dir(&p).await
-    }
-
-    /// Checks that `name` may be created in `parent` (writable, valid, absent); the parent.
-    pub(super) async fn new_entry(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
-        self.check_writable()?;
-        let p = self.dir_inode(parent)?;
-        match self.lookup_inode(parent, name).await {
-            Ok(_) => Err(Error::Exists),
-            Err(Error::NotFound) => Ok(p),
-            Err(e) => Err(e),
+    /// Marks an open file changed (its attributes changed): `false` if it is not open.
+    pub(crate) async fn mark_dirty(&self, ino: u64) -> bool {
+        match self.writer(ino) {
+            Some(w) => {
+                w.lock().await.dirty = true;
+                true
+            }
+            None => false,
         }
     }
 
-    pub async fn mkdir(
-        &self,
-        parent: u64,
-        name: &(impl AsRef<OsStr> + ?Sized),
-        perm: u16,
-    ) -> Result<Attr> {
-        let name = entry_name(name.as_ref(), true)?;
-        let p = self.new_entry(parent, name).await?;
-        let key = format!("{}{}/", self.inodes.key(&p), name);
-        let mut stat = self.dir_stat();
-        stat.meta.mode = Some(super::meta::dir_mode(perm));
-        let opts = PutOptions {
-            content_type: Some(DIR_CONTENT_TYPE.into()),
-            metadata: stat.meta.to_headers(&self.default_meta(Kind::Dir)),
+    /// Before a rename of an open file: uploads it, fetches what it still needs of the old
+    /// object, and writes to `new_key` from then on.
+    pub(crate) async fn move_key(&self, inode: &Inode, new_key: &str) -> Result<()> {
+        let Some(w) = self.writer(inode.ino) else {
+            return Ok(());
         };
-        self.store.put(&key, Bytes::new(), opts).await?;
-        self.negative.remove(parent, name);
-        let d = self.inodes.upsert(&p, name, Kind::Dir, stat.clone(), true);
-        Ok(self.attr(&d, &stat))
-    }
-
-    pub async fn rmdir(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<()> {
-        self.check_writable()?;
-        let name = entry_name(name.as_ref(), false)?;
-        let p = self.dir_inode(parent)?;
-        let d = self.lookup_inode(parent, name).await?;
-        if d.kind != Kind::Dir {
-            return Err(Error::NotDir);
-        }
-        let dkey = self.inodes.key(&d);
-        let page = self.store.list(&dkey, Some("/"), None, 2).await?;
-        let others = page.prefixes.len() + page.objects.iter().filter(|o| o.key != dkey).count();
-        if others > 0 {
-            return Err(Error::NotEmpty);
-        }
-        self.store.delete(&dkey).await?;
-        self.inodes.detach(parent, name);
-        self.negative.insert(parent, name);
-        self.keep_dir(&p).await
-    }
-
-    /// The inode of `name` in `parent`, without taking a kernel reference.
-    pub(super) async fn lookup_inode(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
-        let a = self.lookup(parent, name).await?;
-        let inode = self.inodes.get(a.ino).ok_or(Error::NotFound);
-        self.inodes.forget(a.ino, 1);
-        inode
+        let mut g = w.lock().await;
+        self.upload(inode, &mut g).await?;
+        self.fetch_all(&mut g).await?; // nothing may depend on the old key
+        g.key = new_key.to_string();
+        Ok(())
     }
 }

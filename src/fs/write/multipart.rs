@@ -25,7 +25,7 @@
 //!   starts a new one.
 
 use super::WriteState;
-use crate::fs::S3Fs;
+use super::Writers;
 use crate::fs::inode::Inode;
 use crate::store::{Cap, MAX_PART_SIZE, ObjectStore, Part, PutOptions, StoreError, StoreResult};
 use bytes::Bytes;
@@ -126,7 +126,7 @@ impl Session {
     }
 }
 
-impl<S: ObjectStore> S3Fs<S> {
+impl<S: ObjectStore> Writers<S> {
     /// Multipart allowed now: configured on, and the server has not refused it.
     pub(super) fn multipart_enabled(&self) -> bool {
         self.opts.multipart && self.store.capability(Cap::Multipart) != Some(false)

@@ -9,8 +9,8 @@
 //! Flags: `RENAME_NOREPLACE` gives EEXIST when the target exists; `RENAME_EXCHANGE` is not
 //! supported (EINVAL): two objects cannot be swapped atomically on S3.
 
-use super::super::inode::Kind;
-use super::super::{Error, Result, S3Fs, entry_name};
+use super::inode::Kind;
+use super::{Error, Result, S3Fs, entry_name};
 use crate::store::ObjectStore;
 use futures::StreamExt;
 use std::ffi::OsStr;
@@ -46,8 +46,8 @@ impl<S: ObjectStore> S3Fs<S> {
         }
         let name = entry_name(name.as_ref(), false)?;
         let newname = entry_name(newname.as_ref(), true)?;
-        let p = self.dir_inode(parent)?;
-        let np = self.dir_inode(newparent)?;
+        let p = self.ns.dir_inode(parent)?;
+        let np = self.ns.dir_inode(newparent)?;
         let src = self.lookup_inode(parent, name).await?;
         let dst = match self.lookup_inode(newparent, newname).await {
             Ok(d) => Some(d),
@@ -62,20 +62,15 @@ impl<S: ObjectStore> S3Fs<S> {
                 return Ok(());
             }
         }
-        let src_key = self.inodes.key(&src);
-        let new_parent_key = self.inodes.key(&np);
+        let src_key = self.ns.key(&src);
+        let new_parent_key = self.ns.key(&np);
         match src.kind {
             Kind::File | Kind::Symlink => {
                 if dst.as_ref().is_some_and(|d| d.kind == Kind::Dir) {
                     return Err(Error::IsDir);
                 }
                 let new_key = format!("{new_parent_key}{newname}");
-                if let Some(w) = self.writer(src.ino) {
-                    let mut g = w.lock().await;
-                    self.upload(&src, &mut g).await?;
-                    self.fetch_all(&mut g).await?; // nothing may depend on the old key
-                    g.key = new_key.clone();
-                }
+                self.writes.move_key(&src, &new_key).await?;
                 self.store.copy(&src_key, &new_key, None).await?;
                 self.store.delete(&src_key).await?;
             }
@@ -88,7 +83,7 @@ impl<S: ObjectStore> S3Fs<S> {
                     if d.kind != Kind::Dir {
                         return Err(Error::NotDir);
                     }
-                    let dkey = self.inodes.key(d);
+                    let dkey = self.ns.key(d);
                     let page = self.store.list(&dkey, None, None, 2).await?;
                     if page.objects.iter().any(|o| o.key != dkey) {
                         return Err(Error::NotEmpty);
@@ -97,9 +92,8 @@ impl<S: ObjectStore> S3Fs<S> {
                 self.rename_prefix(&src_key, &new_prefix).await?;
             }
         }
-        self.inodes.rename(src.ino, newparent, newname);
-        self.negative.remove(newparent, newname);
-        self.negative.insert(parent, name);
+        self.ns
+            .renamed(src.ino, (parent, name), (newparent, newname));
         self.keep_dir(&p).await
     }
 
@@ -143,7 +137,7 @@ impl<S: ObjectStore> S3Fs<S> {
         if !keys.iter().any(|k| k == from) {
             // An implicit directory: make sure the new one exists even if it is empty.
             let opts = crate::store::PutOptions {
-                content_type: Some(super::super::DIR_CONTENT_TYPE.into()),
+                content_type: Some(super::DIR_CONTENT_TYPE.into()),
                 ..Default::default()
             };
             self.store.put(to, bytes::Bytes::new(), opts).await?;

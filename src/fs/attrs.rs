@@ -7,9 +7,9 @@
 //! marker, written if the directory was implicit. The root's cannot be stored (no object): they
 //! are accepted and not kept.
 
-use super::super::inode::{Inode, Kind};
-use super::super::meta::{self, PosixMeta};
-use super::super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs, entry_name};
+use super::inode::{Inode, Kind, Stat};
+use super::meta::{self, PosixMeta};
+use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs, entry_name};
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -36,28 +36,6 @@ impl SetAttr {
 }
 
 impl<S: ObjectStore> S3Fs<S> {
-    /// What the mount shows without headers: nothing is written for these values. A symlink
-    /// has no default mode: its `S_IFLNK` mode is what makes it a symlink, so it is always
-    /// written.
-    pub(super) fn default_meta(&self, kind: Kind) -> PosixMeta {
-        PosixMeta {
-            mode: match kind {
-                Kind::Dir => Some(meta::dir_mode(self.opts.dir_mode)),
-                Kind::Symlink => None,
-                Kind::File => Some(meta::file_mode(self.opts.file_mode)),
-            },
-            uid: Some(self.opts.uid),
-            gid: Some(self.opts.gid),
-            mtime: None,
-            symlink_target: None,
-        }
-    }
-
-    /// Headers for an upload of `inode`: its stored attributes where they differ from defaults.
-    pub(super) fn upload_headers(&self, inode: &Inode) -> HashMap<String, String> {
-        inode.stat().meta.to_headers(&self.default_meta(inode.kind))
-    }
-
     /// `setattr`: every change it carries, applied at once.
     pub async fn setattr(&self, ino: u64, ch: SetAttr) -> Result<Attr> {
         match (ch.size, ch.changes_meta()) {
@@ -68,7 +46,7 @@ impl<S: ObjectStore> S3Fs<S> {
                 // The new attributes go into the inode first, so the one upload that the size
                 // change makes carries them (or the open file's next upload does).
                 self.check_writable()?;
-                let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+                let inode = self.ns.inode(ino)?;
                 if inode.kind == Kind::Dir {
                     return Err(Error::IsDir);
                 }
@@ -79,7 +57,7 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Records the attribute changes of `ch` in the inode.
-    fn apply_meta(&self, inode: &Inode, ch: &SetAttr) -> super::super::inode::Stat {
+    fn apply_meta(&self, inode: &Inode, ch: &SetAttr) -> Stat {
         let mut st = inode.stat();
         let kind_bits = match inode.kind {
             Kind::Dir => meta::dir_mode(0),
@@ -105,17 +83,16 @@ impl<S: ObjectStore> S3Fs<S> {
     /// Attribute changes alone: on the open file's next upload, else a CopyObject onto itself.
     async fn set_attrs(&self, ino: u64, ch: &SetAttr) -> Result<Attr> {
         self.check_writable()?;
-        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        let inode = self.ns.inode(ino)?;
         let st = self.apply_meta(&inode, ch);
-        if inode.ino == super::super::ROOT_INO {
-            return Ok(self.attr(&inode, &st));
+        if inode.ino == super::ROOT_INO {
+            return Ok(self.ns.attr(&inode, &st));
         }
-        if let Some(w) = self.writer(ino) {
-            w.lock().await.dirty = true;
-            return Ok(self.attr(&inode, &st));
+        if self.writes.mark_dirty(ino).await {
+            return Ok(self.ns.attr(&inode, &st));
         }
-        let key = self.inodes.key(&inode);
-        let ours = self.upload_headers(&inode);
+        let key = self.ns.key(&inode);
+        let ours = self.writes.upload_headers(&inode);
         match self.store.head(&key).await {
             Ok(info) => {
                 let mut headers = info.metadata.clone();
@@ -142,7 +119,7 @@ impl<S: ObjectStore> S3Fs<S> {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(self.attr(&inode, &inode.stat()))
+        Ok(self.ns.attr(&inode, &inode.stat()))
     }
 
     /// Creates a symlink: the body is the target, `mode` has `S_IFLNK` (s3fs's format).
@@ -155,7 +132,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let name = entry_name(name.as_ref(), true)?;
         let target = target.to_str().ok_or(Error::InvalidArgument)?;
         let p = self.new_entry(parent, name).await?;
-        let key = format!("{}{}", self.inodes.key(&p), name);
+        let key = self.ns.child_key(&p, name);
         let mut headers = HashMap::new();
         headers.insert(meta::MODE.to_string(), meta::symlink_mode().to_string());
         let opts = PutOptions {
@@ -166,18 +143,15 @@ impl<S: ObjectStore> S3Fs<S> {
             .store
             .put(&key, Bytes::copy_from_slice(target.as_bytes()), opts)
             .await?;
-        self.negative.remove(parent, name);
-        let stat = super::super::inode::Stat {
+        let stat = Stat {
             size: target.len() as u64,
             mtime: SystemTime::now(),
             etag,
             validated: Some(Instant::now()),
             meta: PosixMeta::parse(&headers),
         };
-        let l = self
-            .inodes
-            .upsert(&p, name, Kind::Symlink, stat.clone(), true);
-        Ok(self.attr(&l, &stat))
+        let l = self.ns.added(&p, name, Kind::Symlink, stat.clone());
+        Ok(self.ns.attr(&l, &stat))
     }
 
     /// `link(2)`: S3 cannot store a second name for one object.
@@ -188,7 +162,7 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Bytes> {
-        let inode = self.inodes.get(ino).ok_or(Error::NotFound)?;
+        let inode = self.ns.inode(ino)?;
         if inode.kind != Kind::Symlink {
             return Err(Error::InvalidArgument);
         }
@@ -196,7 +170,7 @@ impl<S: ObjectStore> S3Fs<S> {
         if let Some(t) = st.meta.symlink_target {
             return Ok(Bytes::from(t));
         }
-        let key = self.inodes.key(&inode);
+        let key = self.ns.key(&inode);
         let body = self.store.get_range(&key, 0, st.size.max(1), None).await?;
         Ok(body.to_bytes())
     }

@@ -1,0 +1,155 @@
+//! Operations that change the namespace: create, truncate, unlink, mkdir, rmdir. Each one asks
+//! the namespace what is there, makes the change on the store (or through the writers), then
+//! tells the namespace what now is.
+//!
+//! Directories: `mkdir` writes a `dir/` marker with `Content-Type: application/x-directory`;
+//! `rmdir` refuses (ENOTEMPTY) while anything but the marker is under the prefix; removing the
+//! last entry of a directory writes its marker, so the directory does not vanish with it.
+
+use super::inode::{Inode, Kind, Stat};
+use super::{Attr, DIR_CONTENT_TYPE, Error, OpenMode, Result, S3Fs, entry_name, meta};
+use crate::store::{ObjectStore, PutOptions};
+use bytes::Bytes;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+impl<S: ObjectStore> S3Fs<S> {
+    pub(super) fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates (or truncates) `name` in `parent` and opens it for writing.
+    /// `perm`: the permission bits asked for (mode & !umask); stored when not the default.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+    ) -> Result<(Attr, u64)> {
+        self.check_writable()?;
+        let name = entry_name(name.as_ref(), true)?;
+        let p = self.ns.dir_inode(parent)?;
+        let stat = Stat {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+            validated: Some(Instant::now()),
+            meta: meta::PosixMeta {
+                mode: Some(meta::file_mode(perm)),
+                ..Default::default()
+            },
+        };
+        let inode = self.ns.added(&p, name, Kind::File, stat);
+        let mode = OpenMode {
+            write: true,
+            truncate: true,
+        };
+        let (fh, _) = self.open(inode.ino, mode).await?;
+        Ok((self.ns.attr(&inode, &inode.stat()), fh))
+    }
+
+    /// `truncate`/`ftruncate`: through the open write state, or load, cut and upload.
+    pub async fn set_size(&self, ino: u64, size: u64) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.ns.inode(ino)?;
+        if inode.kind == Kind::Dir {
+            return Err(Error::IsDir);
+        }
+        self.writes
+            .set_size(&inode, &self.ns.key(&inode), size)
+            .await?;
+        self.ns.uploaded(&inode);
+        Ok(self.ns.attr(&inode, &inode.stat()))
+    }
+
+    /// Writes `dir/` if `dir` has nothing else under it, so it outlives its last entry.
+    pub(super) async fn keep_dir(&self, dir: &Inode) -> Result<()> {
+        if dir.ino == super::ROOT_INO {
+            return Ok(());
+        }
+        let key = self.ns.key(dir);
+        let page = self.store.list(&key, Some("/"), None, 1).await?;
+        if page.objects.is_empty() && page.prefixes.is_empty() {
+            let opts = PutOptions {
+                content_type: Some(DIR_CONTENT_TYPE.into()),
+                ..Default::default()
+            };
+            self.store.put(&key, Bytes::new(), opts).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<()> {
+        self.check_writable()?;
+        let name = entry_name(name.as_ref(), false)?;
+        let p = self.ns.dir_inode(parent)?;
+        let child = self.lookup_inode(parent, name).await?;
+        if child.kind == Kind::Dir {
+            return Err(Error::IsDir);
+        }
+        self.store.delete(&self.ns.key(&child)).await?;
+        self.ns.removed(parent, name);
+        self.keep_dir(&p).await
+    }
+
+    /// Checks that `name` may be created in `parent` (writable, absent); the parent.
+    pub(super) async fn new_entry(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
+        self.check_writable()?;
+        let p = self.ns.dir_inode(parent)?;
+        match self.lookup_inode(parent, name).await {
+            Ok(_) => Err(Error::Exists),
+            Err(Error::NotFound) => Ok(p),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+    ) -> Result<Attr> {
+        let name = entry_name(name.as_ref(), true)?;
+        let p = self.new_entry(parent, name).await?;
+        let key = format!("{}/", self.ns.child_key(&p, name));
+        let mut stat = self.ns.dir_stat();
+        stat.meta.mode = Some(meta::dir_mode(perm));
+        let opts = PutOptions {
+            content_type: Some(DIR_CONTENT_TYPE.into()),
+            metadata: stat.meta.to_headers(&self.writes.default_meta(Kind::Dir)),
+        };
+        self.store.put(&key, Bytes::new(), opts).await?;
+        let d = self.ns.added(&p, name, Kind::Dir, stat.clone());
+        Ok(self.ns.attr(&d, &stat))
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &(impl AsRef<OsStr> + ?Sized)) -> Result<()> {
+        self.check_writable()?;
+        let name = entry_name(name.as_ref(), false)?;
+        let p = self.ns.dir_inode(parent)?;
+        let d = self.lookup_inode(parent, name).await?;
+        if d.kind != Kind::Dir {
+            return Err(Error::NotDir);
+        }
+        let dkey = self.ns.key(&d);
+        let page = self.store.list(&dkey, Some("/"), None, 2).await?;
+        let others = page.prefixes.len() + page.objects.iter().filter(|o| o.key != dkey).count();
+        if others > 0 {
+            return Err(Error::NotEmpty);
+        }
+        self.store.delete(&dkey).await?;
+        self.ns.removed(parent, name);
+        self.keep_dir(&p).await
+    }
+
+    /// The inode of `name` in `parent`, without taking a kernel reference.
+    pub(super) async fn lookup_inode(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
+        let writing = |ino| self.writes.is_open(ino);
+        self.ns.lookup_inode(parent, name, &writing).await
+    }
+}

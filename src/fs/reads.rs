@@ -1,0 +1,112 @@
+//! The reader: open file handles and what serves their reads of stored objects (the prefetcher
+//! of each handle, the mount's page cache and its prefetch budget).
+//!
+//! A file open for writing is read from its staging by the writers instead; this component
+//! serves the bytes of the object the handle opened.
+//!
+//! Locks, in order: the `files` handle map (std, map operations only) before a handle's reader
+//! (tokio, held across awaits: a handle's sequential reads are serial by nature; a random read
+//! runs without it, so random readers of one file proceed in parallel). The page cache (moka)
+//! and the budget semaphore take no other lock.
+
+use super::prefetch::{self, Reader};
+use super::{Error, Result};
+use crate::cache::PageCache;
+use crate::config::FsOptions;
+use crate::store::{ObjectStore, StoreError};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// One open file.
+pub(super) struct FileHandle<S: ObjectStore> {
+    pub(super) ino: u64,
+    reader: tokio::sync::Mutex<Reader<S>>,
+    /// Opened for writing: holds a handle on the inode's write state.
+    pub(super) writing: bool,
+}
+
+/// What a handle opened: the object's key and version.
+pub(super) struct Opened<'a> {
+    pub(super) ino: u64,
+    pub(super) key: &'a str,
+    pub(super) etag: Option<&'a str>,
+    pub(super) size: u64,
+    pub(super) writing: bool,
+}
+
+pub(super) struct Reads<S: ObjectStore> {
+    store: Arc<S>,
+    pages: PageCache,
+    /// Prefetch memory of the whole mount, in KiB.
+    budget: Arc<Semaphore>,
+    files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
+}
+
+impl<S: ObjectStore> Reads<S> {
+    pub(super) fn new(store: Arc<S>, opts: &FsOptions) -> Self {
+        let kib = (opts.prefetch_budget() / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+        Self {
+            store,
+            pages: PageCache::new(opts.page_cache_size()),
+            budget: Arc::new(Semaphore::new(kib)),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records handle `fh` on `o`.
+    pub(super) fn open(&self, fh: u64, o: Opened<'_>) {
+        let reader = Reader::new(
+            self.store.clone(),
+            o.key,
+            o.etag,
+            o.size,
+            self.budget.clone(),
+        )
+        .with_cache(self.pages.clone());
+        self.files.lock().unwrap().insert(
+            fh,
+            Arc::new(FileHandle {
+                ino: o.ino,
+                reader: tokio::sync::Mutex::new(reader),
+                writing: o.writing,
+            }),
+        );
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> Result<Arc<FileHandle<S>>> {
+        self.files
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::BadHandle)
+    }
+
+    /// Forgets handle `fh`; what it was, if it was open.
+    pub(super) fn close(&self, fh: u64) -> Option<Arc<FileHandle<S>>> {
+        self.files.lock().unwrap().remove(&fh)
+    }
+
+    /// Bytes `[offset, offset + size)` of the object `h` opened.
+    pub(super) async fn read(&self, h: &FileHandle<S>, offset: u64, size: u32) -> Result<Bytes> {
+        let res = {
+            let mut r = h.reader.lock().await;
+            match r.begin(offset, u64::from(size)) {
+                prefetch::Step::Done(b) => Ok(b),
+                prefetch::Step::Sequential { offset, end } => r.read_sequential(offset, end).await,
+                prefetch::Step::Random(fetch) => {
+                    drop(r);
+                    fetch.run().await
+                }
+            }
+        };
+        res.map_err(|e| {
+            match Arc::try_unwrap(e).unwrap_or_else(|a| StoreError::Other(a.to_string())) {
+                StoreError::PreconditionFailed => Error::Changed,
+                other => Error::from(other),
+            }
+        })
+    }
+}
