@@ -10,6 +10,7 @@
 //! - [`server`]: `s3mount serve`, the embedded S3-compatible server.
 //! - [`check`]: `s3mount check`, what the server supports.
 //! - [`run`]: wiring: check the bucket, daemonize, mount, signals.
+//! - [`s3rules`]: S3's listing order and multipart ETag, shared by the server and the test store.
 
 pub mod cache;
 pub mod check;
@@ -18,5 +19,6 @@ pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod run;
+pub mod s3rules;
 pub mod server;
 pub mod store;

@@ -9,7 +9,6 @@
 //! when `--addr 127.0.0.1:0` picks a free one.
 
 pub mod emulate;
-pub mod listing;
 pub mod multipart;
 pub mod s3;
 pub mod storage;

@@ -12,9 +12,9 @@
 //!
 //! Lock: one std `Mutex` over the upload map, held for map operations only (never across I/O).
 
-use super::listing::multipart_etag;
 use super::s3::{Backend, check_body, io_err, now_ns};
 use super::storage::Meta;
+use crate::s3rules::multipart_etag;
 use crate::store::MIN_PART_SIZE;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};

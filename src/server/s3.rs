@@ -7,8 +7,8 @@
 //! benchmarks.
 
 use super::emulate::{Emulation, RequestLog};
-use super::listing::{Listed, paginate};
 use super::storage::{Bucket, Meta, Storage, valid_bucket_name};
+use crate::s3rules::{Listed, paginate};
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;

@@ -1,12 +1,12 @@
 //! In-memory object store: the twin of the S3 store for fast unit tests of the core (compiled
-//! for tests only). It lists with the embedded server's helpers (`server/listing.rs`), so both
-//! page as S3 does.
+//! for tests only). It lists with the same rules as the embedded server (`s3rules.rs`), so
+//! both page as S3 does.
 
 use super::{
     ByteChunks, Cap, Capability, ListPage, MIN_PART_SIZE, ObjectInfo, ObjectStore, Part,
     PutOptions, StoreError, StoreResult,
 };
-use crate::server::listing::{Listed, multipart_etag, paginate};
+use crate::s3rules::{Listed, multipart_etag, paginate};
 use bytes::Bytes;
 use futures::StreamExt;
 use md5::Digest;

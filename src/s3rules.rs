@@ -1,5 +1,6 @@
-//! Listing helpers of the embedded server: S3's listing order and paging over a sorted map, and
-//! the multipart ETag.
+//! Rules of S3 that the embedded server (shipped) and the in-memory test store both follow:
+//! listing order and paging over a sorted map, and the multipart ETag. A leaf module, so that
+//! neither depends on the other.
 //!
 //! Listing follows S3: keys in byte order, grouped at the delimiter into common prefixes, each
 //! prefix counted once toward `max_keys`, and the page token is the last key or prefix returned
