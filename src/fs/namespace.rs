@@ -454,11 +454,13 @@ impl<S: ObjectStore> Namespace<S> {
     pub(super) fn statfs(&self) -> StatFs {
         // S3 has no capacity: report a petabyte free so tools that check space proceed.
         const BLOCKS: u64 = 1 << 38; // 2^38 blocks of 4 KiB = 1 PiB
+        /// Inodes: no limit either; `df -i` shows as used the inodes the mount holds now.
+        const FILES: u64 = 1 << 40;
         StatFs {
             blocks: BLOCKS,
             bfree: BLOCKS,
-            files: 1 << 40,
-            ffree: 1 << 40,
+            files: FILES,
+            ffree: FILES - self.inodes.len() as u64,
             bsize: 4096,
             namelen: readdir::NAME_MAX as u32,
         }

@@ -44,7 +44,8 @@ fn fails_with(b: &Backend, args: &[&str], env: &[(&str, Option<&str>)], needle: 
 /// can tell a typo from an outage.
 #[test]
 fn exit_codes_tell_the_kind_of_failure() {
-    let Some(b) = local_backend() else { return };
+    let server = local_backend();
+    let b = server.backend.clone();
     let mnt = tempfile::tempdir().unwrap();
     let m = mnt.path().to_str().unwrap();
     let missing = mnt.path().join("missing");
@@ -75,14 +76,16 @@ fn exit_codes_tell_the_kind_of_failure() {
     assert_eq!(out.status.code(), Some(6), "serve on a bad address");
 }
 
-fn local_backend() -> Option<Backend> {
-    let b = backend();
-    (!b.external).then_some(b)
+/// An embedded server of the test's own (these tests are about the CLI, not the shared
+/// backend, so they run the same whatever `S3MOUNT_TEST_ENDPOINT` says).
+fn local_backend() -> Emulated {
+    Emulated::start("")
 }
 
 #[test]
 fn bad_inputs_name_the_problem_and_the_fix() {
-    let Some(b) = local_backend() else { return };
+    let server = local_backend();
+    let b = server.backend.clone();
     let mnt = tempfile::tempdir().unwrap();
     let m = mnt.path().to_str().unwrap();
     let src = b.bucket.clone();
@@ -145,8 +148,9 @@ fn bad_inputs_name_the_problem_and_the_fix() {
 
 #[test]
 fn mountpoint_already_mounted_is_busy() {
-    let Some(b) = local_backend() else { return };
-    let a = Area::new("busy");
+    let server = local_backend();
+    let b = server.backend.clone();
+    let a = Area::with_backend("busy", b.clone());
     a.put("f", "x");
     let m = a.mount(&[]);
     fails_with(
@@ -161,8 +165,9 @@ fn mountpoint_already_mounted_is_busy() {
 
 #[test]
 fn profiles_from_aws_files_and_prefixed_env() {
-    let Some(b) = local_backend() else { return };
-    let a = Area::new("profiles");
+    let server = local_backend();
+    let b = server.backend.clone();
+    let a = Area::with_backend("profiles", b.clone());
     a.put("hello.txt", "hi");
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".aws")).unwrap();
@@ -255,8 +260,9 @@ fn serve_command_prints_endpoint_and_serves() {
 
 #[test]
 fn fstab_helper_passes_options_and_drops_mount_flags() {
-    let Some(b) = local_backend() else { return };
-    let a = Area::new("helper");
+    let server = local_backend();
+    let b = server.backend.clone();
+    let a = Area::with_backend("helper", b.clone());
     a.put("f.txt", "via fstab");
     let home = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
@@ -303,8 +309,9 @@ fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn foreground_mount_unmounts_on_sigterm() {
-    let Some(b) = local_backend() else { return };
-    let a = Area::new("fg");
+    let server = local_backend();
+    let b = server.backend.clone();
+    let a = Area::with_backend("fg", b.clone());
     a.put("f", "x");
     let home = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();

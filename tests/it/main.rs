@@ -7,5 +7,6 @@ mod fuse_faults;
 mod fuse_gateways;
 mod fuse_read;
 mod fuse_write;
-mod reftest;
+mod fuse_reftest;
+mod fuse_semantics;
 mod servers;

@@ -33,11 +33,23 @@ struct Rule {
     times: Option<u32>,
 }
 
+/// One request as the gate saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// The `Content-MD5` header, if sent.
+    pub content_md5: Option<String>,
+    /// Body bytes.
+    pub body_len: usize,
+}
+
 #[derive(Default)]
 struct State {
     rules: Vec<Rule>,
-    /// (method, path) of every request seen, in order.
-    seen: Vec<(String, String)>,
+    /// Every request seen, in order.
+    seen: Vec<Seen>,
 }
 
 pub struct Gate {
@@ -102,7 +114,12 @@ impl Gate {
     /// Requests with `method` seen so far.
     pub fn count(&self, method: &str) -> usize {
         let st = self.state.lock().unwrap();
-        st.seen.iter().filter(|(m, _)| m == method).count()
+        st.seen.iter().filter(|r| r.method == method).count()
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
     }
 
     /// Waits (up to `deadline`) until `n` requests with `method` were seen.
@@ -191,7 +208,12 @@ async fn serve(mut conn: TcpStream, upstream: &str, st: &Mutex<State>) -> std::i
     }
     let action = {
         let mut st = st.lock().unwrap();
-        st.seen.push((method.clone(), path));
+        st.seen.push(Seen {
+            method: method.clone(),
+            path,
+            content_md5: header(&head, "content-md5").map(str::to_string),
+            body_len: body.len(),
+        });
         let rule = st
             .rules
             .iter_mut()

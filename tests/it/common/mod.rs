@@ -76,12 +76,25 @@ fn shared() -> &'static Shared {
         )
         .expect("S3MOUNT_TEST_EMULATE");
         let (backend, _running, dir) = start_embedded(&rt, "test", emulation, None);
+        // Statics are never dropped: remove the server's directory when the test binary exits,
+        // so a pass leaves nothing behind.
+        let _ = SHARED_DIR.set(dir.path().to_path_buf());
+        // SAFETY: registers a plain `extern "C" fn` with no captured state.
+        unsafe { libc::atexit(remove_shared_dir) };
         Shared {
             rt,
             backend,
             _dir: Some(dir),
         }
     })
+}
+
+static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_shared_dir() {
+    if let Some(d) = SHARED_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// The embedded server on loopback (HTTPS with `tls`) over a new directory holding `bucket`.
@@ -172,7 +185,11 @@ pub struct Area {
 
 impl Area {
     pub fn new(name: &str) -> Self {
-        let backend = backend();
+        Self::with_backend(name, backend())
+    }
+
+    /// An area on `backend` (a server of the test's own).
+    pub fn with_backend(name: &str, backend: Backend) -> Self {
         let store = SdkStore::new(&settings(&backend, &backend.bucket)).expect("store");
         // As a mount does: finds the signature (and region) the server wants.
         block_on(store.check_bucket()).expect("bucket check");
@@ -278,10 +295,14 @@ pub struct Mount {
 
 impl Mount {
     pub fn new(b: &Backend, source: &str, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let home = tempfile::tempdir().unwrap();
-        let mut c = s3mount_cmd(b, home.path());
-        c.arg(source).arg(dir.path()).args(extra);
+        // The guard exists before the mount command runs: if the command fails, times out or
+        // the test panics, dropping it still unmounts whatever got mounted.
+        let m = Self {
+            dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        };
+        let mut c = s3mount_cmd(b, m.home.path());
+        c.arg(source).arg(m.dir.path()).args(extra);
         // S3MOUNT_TEST_MOUNT_ARGS: flags every mount on the external endpoint gets (e.g.
         // `--list-version 1`); not the emulated gateways, whose tests are about detection.
         if let (true, Ok(more)) = (b.external, std::env::var("S3MOUNT_TEST_MOUNT_ARGS")) {
@@ -293,7 +314,7 @@ impl Mount {
             "mount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Self { dir, home }
+        m
     }
 
     pub fn path(&self) -> &Path {
@@ -317,19 +338,40 @@ impl Drop for Mount {
     }
 }
 
+/// Unmounts `p` (lazily if busy). A mount that cannot be removed fails the test (or, while a
+/// test is already failing, is reported on stderr), never silently.
 pub fn unmount(p: &Path) {
+    let canon = match std::fs::canonicalize(p) {
+        Ok(c) => c,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            // A dead FUSE mount (its daemon died): detach it.
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+            return;
+        }
+        Err(_) => return,
+    };
+    if !s3mount::run::is_mountpoint(&canon) {
+        return;
+    }
     let ok = Command::new("fusermount3")
         .arg("-u")
         .arg(p)
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let _ = Command::new("umount")
+        .is_ok_and(|s| s.success())
+        || Command::new("umount")
             .arg("-l")
             .arg(p)
             .stderr(Stdio::null())
-            .status();
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ok && s3mount::run::is_mountpoint(&canon) {
+        let msg = format!("could not unmount {}", p.display());
+        if std::thread::panicking() {
+            eprintln!("{msg}");
+        } else {
+            panic!("{msg}");
+        }
     }
 }
 
@@ -370,7 +412,7 @@ impl Served {
     pub fn start(bucket: &str, extra: &[String]) -> Self {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(bin())
+        let child = Command::new(bin())
             .arg("serve")
             .arg(dir.path())
             .args(["--addr", "127.0.0.1:0"])
@@ -381,27 +423,28 @@ impl Served {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Killed on drop from here on, also if the line below never comes.
+        let mut served = Self {
+            backend: Backend {
+                endpoint: String::new(),
+                access: "k".into(),
+                secret: "s".into(),
+                bucket: bucket.into(),
+                external: false,
+            },
+            child,
+            _dir: dir,
+        };
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
+        std::io::BufReader::new(served.child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let endpoint = line
+        served.backend.endpoint = line
             .trim()
             .strip_prefix("endpoint: ")
             .expect("`endpoint:` line first")
             .to_string();
-        let backend = Backend {
-            endpoint,
-            access: "k".into(),
-            secret: "s".into(),
-            bucket: bucket.into(),
-            external: false,
-        };
-        Self {
-            backend,
-            child,
-            _dir: dir,
-        }
+        served
     }
 
     /// Stops the server now.
