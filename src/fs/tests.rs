@@ -315,6 +315,77 @@ mod writes {
         }
     }
 
+    /// The checks the kernel usually makes before rename reaches us, made here too (a name the
+    /// kernel had not looked up, another client's object): NOREPLACE, EXCHANGE, into its own
+    /// subtree; and EXDEV past the directory limits, with nothing copied.
+    #[tokio::test]
+    async fn rename_flags_subtree_and_limits() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::default());
+        for k in ["a", "b", "d/x", "d/sub/y"] {
+            store
+                .put(k, Bytes::from_static(b"1"), PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
+        let noreplace = RenameFlags {
+            noreplace: true,
+            exchange: false,
+        };
+        let e = fs
+            .rename(ROOT_INO, "a", ROOT_INO, "b", noreplace)
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EEXIST);
+        let exchange = RenameFlags {
+            noreplace: false,
+            exchange: true,
+        };
+        let e = fs
+            .rename(ROOT_INO, "a", ROOT_INO, "b", exchange)
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL);
+        let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+        let sub = fs.lookup(d.ino, "sub").await.unwrap();
+        let e = fs
+            .rename(ROOT_INO, "d", sub.ino, "moved", RenameFlags::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EINVAL, "into its own subtree");
+        assert!(store.head("d/x").await.is_ok(), "nothing moved");
+
+        let keys: Vec<String> = (0..=crate::fs::DIR_RENAME_MAX_OBJECTS)
+            .map(|i| format!("many/k{i}"))
+            .collect();
+        for k in &keys {
+            store
+                .put(k, Bytes::new(), PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let e = fs
+            .rename(ROOT_INO, "many", ROOT_INO, "moved", RenameFlags::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EXDEV, "past the object limit");
+        assert!(
+            crate::store::list_all(&*store, "moved/")
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing copied"
+        );
+        assert_eq!(
+            crate::store::list_all(&*store, "many/")
+                .await
+                .unwrap()
+                .len(),
+            keys.len()
+        );
+    }
+
     /// One `setattr` with a size and attributes is one upload carrying both, never an upload
     /// and then a copy (two requests, not atomic together).
     #[tokio::test]
@@ -641,7 +712,16 @@ mod multipart {
             StoreError::Other("boom".into())
         });
         assert_eq!(fs.flush(fh).await.unwrap_err().errno(), libc::EIO);
+        // 11 MiB in 5 MiB parts: 3 parts, one of which failed once. The first flush sent the
+        // failed one again and failed at completion; the retry sends no part again.
+        let parts_after_first = store.calls(Op::UploadPart);
+        assert_eq!(parts_after_first, 4, "3 parts + the failed one once more");
         fs.flush(fh).await.unwrap();
+        assert_eq!(
+            store.calls(Op::UploadPart),
+            parts_after_first,
+            "the retry re-sends nothing"
+        );
         fs.release(fh).await.unwrap();
         assert!(stored(&fs, "retry").await.0 == data);
         assert_eq!(
@@ -649,6 +729,29 @@ mod multipart {
             0,
             "the failed upload was aborted"
         );
+    }
+
+    /// A server that forgot the upload (NoSuchUpload) fails that flush with EIO, not ENOENT,
+    /// and the next flush starts a new upload instead of reusing the dead id.
+    #[tokio::test]
+    async fn a_forgotten_upload_is_started_over() {
+        let cache = tempfile::tempdir().unwrap();
+        let (fs, store) = new_fs(MemoryStore::default(), mp_opts(cache.path()));
+        let data = bytes(11 * MIB, 7);
+        let (_, fh) = fs.create(ROOT_INO, "again", 0o644).await.unwrap();
+        write_all(&fs, fh, &data, 0..11).await;
+        store.inner().forget_uploads();
+        let e = fs.flush(fh).await.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+        let creates = store.calls(Op::CreateMultipart);
+        fs.flush(fh).await.unwrap();
+        assert_eq!(
+            store.calls(Op::CreateMultipart),
+            creates + 1,
+            "a new upload"
+        );
+        fs.release(fh).await.unwrap();
+        assert!(stored(&fs, "again").await.0 == data);
     }
 
     #[tokio::test]

@@ -68,6 +68,11 @@ impl MemoryStore {
         self
     }
 
+    /// Forgets every unfinished multipart upload, as a restarted server does.
+    pub fn forget_uploads(&self) {
+        self.uploads.lock().unwrap().clear();
+    }
+
     /// Unfinished multipart uploads (to check that none leak).
     pub fn open_uploads(&self) -> usize {
         self.uploads.lock().unwrap().len()

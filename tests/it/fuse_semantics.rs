@@ -96,7 +96,10 @@ fn fuse_two_writers_on_one_file_share_its_bytes() {
     f1.write_all_at(b"aaaa", 0).unwrap();
     let mut buf = [0u8; 4];
     f2.read_exact_at(&mut buf, 0).unwrap();
-    assert_eq!(&buf, b"aaaa", "the second handle sees the first one's bytes");
+    assert_eq!(
+        &buf, b"aaaa",
+        "the second handle sees the first one's bytes"
+    );
     f2.write_all_at(b"bb", 2).unwrap();
     close_checked(f1).unwrap();
     close_checked(f2).unwrap();
@@ -117,7 +120,10 @@ fn fuse_one_key_from_two_mounts_last_upload_wins_whole() {
     close_checked(f1).unwrap();
     assert!(server_bytes(&a, "k") == one);
     close_checked(f2).unwrap();
-    assert!(server_bytes(&a, "k") == two, "the later close's bytes, whole");
+    assert!(
+        server_bytes(&a, "k") == two,
+        "the later close's bytes, whole"
+    );
 }
 
 /// An object replaced on the server while a mount has it open for writing (without O_TRUNC):
@@ -141,8 +147,15 @@ fn fuse_object_changed_under_an_open_writer_is_eio_not_a_mix() {
     let e = f.write_all_at(b"more", (2 << 20) + 7).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     let e = close_checked(f).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "close cannot upload a mix: {e}");
-    assert!(server_bytes(&a, "f.bin") == new, "the other client's object stands");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EIO),
+        "close cannot upload a mix: {e}"
+    );
+    assert!(
+        server_bytes(&a, "f.bin") == new,
+        "the other client's object stands"
+    );
 }
 
 /// Every upload carries Content-MD5, so the server verifies the bytes: a single PutObject and
@@ -176,7 +189,10 @@ fn fuse_every_upload_carries_content_md5() {
     }
     assert!(uploads.len() >= 2, "{uploads:?}");
     for r in &uploads {
-        let sent = r.content_md5.as_deref().unwrap_or_else(|| panic!("no Content-MD5: {r:?}"));
+        let sent = r
+            .content_md5
+            .as_deref()
+            .unwrap_or_else(|| panic!("no Content-MD5: {r:?}"));
         assert_eq!(sent.len(), 24, "base64 of 16 bytes: {r:?}");
     }
     assert_eq!(server_bytes(&a, "small.bin"), small);

@@ -6,7 +6,7 @@ mod common;
 mod fuse_faults;
 mod fuse_gateways;
 mod fuse_read;
-mod fuse_write;
 mod fuse_reftest;
 mod fuse_semantics;
+mod fuse_write;
 mod servers;

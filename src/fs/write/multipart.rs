@@ -283,7 +283,7 @@ impl<S: ObjectStore> Writers<S> {
         }
         let s = w.session.as_mut().expect("session kept while uploading");
         if let Some(e) = s.reap(true).await {
-            return Err(e.into()); // the session stays: a retry sends only the missing parts
+            return Err(self.failed(w, e).await);
         }
         let parts: Option<Vec<Part>> = (0..n)
             .map(|i| {
@@ -301,11 +301,27 @@ impl<S: ObjectStore> Writers<S> {
                 w.session = None;
                 Ok(etag)
             }
-            Err(e) => {
-                self.drop_session(w).await;
-                Err(e.into())
-            }
+            Err(e) => Err(self.failed(w, e).await),
         }
+    }
+
+    /// A part upload or the completion failed. The session stays, so the next flush sends only
+    /// what is missing and completes, unless the server no longer knows the upload
+    /// (NoSuchUpload: restarted, expired, aborted): then it is dropped and the next flush
+    /// starts a new one.
+    async fn failed(&self, w: &mut WriteState, e: StoreError) -> crate::fs::Error {
+        let forgotten = match &e {
+            StoreError::NotFound => true,
+            StoreError::Service { code, .. } => code.as_deref() == Some("NoSuchUpload"),
+            _ => false,
+        };
+        if forgotten {
+            self.drop_session(w).await;
+            return crate::fs::Error::Store(StoreError::Other(
+                "the server no longer knows the multipart upload (NoSuchUpload); the next flush starts a new one".into(),
+            ));
+        }
+        e.into()
     }
 }
 
