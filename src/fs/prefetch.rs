@@ -16,6 +16,10 @@
 //!
 //! Consistency: every GET carries `If-Match` with the ETag seen at open, so a reader gets bytes
 //! of one version or an error, never a mix.
+//!
+//! Streaming: a part's GET body is consumed as it arrives (a task appends the network's
+//! buffers to the part's progress); a read waits only until its own bytes are there, so the
+//! first bytes of a 4 MiB part are served while the rest is still on the wire.
 
 use crate::cache::{BLOCK, PageCache};
 use crate::store::{Chunks, ObjectStore, StoreError};
@@ -39,41 +43,64 @@ pub const SEEK_FORWARD_TOLERANCE: u64 = 4 << 20;
 /// concurrent readahead requests slightly out of order).
 pub const SEEK_BACK_TOLERANCE: u64 = 1 << 20;
 
-type PartResult = Result<Chunks, Arc<StoreError>>;
-
-enum PartData {
-    Pending(JoinHandle<PartResult>),
-    Ready(Chunks),
+/// What a part's GET has delivered so far. The fetch task appends buffers as they arrive;
+/// readers wait only for the bytes they need, not for the whole part.
+#[derive(Default)]
+struct Progress {
+    data: Chunks,
+    /// `Some` once the GET ended: `Ok` with every byte, or the error that cut it.
+    done: Option<Result<(), Arc<StoreError>>>,
 }
 
 struct Part {
     start: u64,
     end: u64,
-    data: PartData,
+    progress: tokio::sync::watch::Receiver<Progress>,
+    task: JoinHandle<()>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Part {
-    async fn ready(&mut self) -> Result<&Chunks, Arc<StoreError>> {
-        if let PartData::Pending(h) = &mut self.data {
-            let c = match h.await {
-                Ok(r) => r?,
-                Err(e) => return Err(Arc::new(StoreError::Other(format!("GET task failed: {e}")))),
-            };
-            self.data = PartData::Ready(c);
+    /// Bytes `[from, to)` of the part (offsets within it), once they have arrived.
+    async fn bytes(&mut self, from: u64, to: u64) -> Result<Bytes, Arc<StoreError>> {
+        loop {
+            {
+                let p = self.progress.borrow_and_update();
+                if p.data.len() >= to {
+                    return Ok(p.data.slice(from, to));
+                }
+                match &p.done {
+                    Some(Err(e)) => return Err(e.clone()),
+                    Some(Ok(())) => {
+                        return Err(Arc::new(StoreError::Other(format!(
+                            "the GET ended after {} of {} bytes",
+                            p.data.len(),
+                            self.end - self.start
+                        ))));
+                    }
+                    None => {}
+                }
+            }
+            if self.progress.changed().await.is_err() {
+                // The task ended without a last word (it panicked or was aborted).
+                let p = self.progress.borrow();
+                if p.done.is_none() {
+                    return Err(Arc::new(StoreError::Other("GET task failed".into())));
+                }
+            }
         }
-        match &self.data {
-            PartData::Ready(c) => Ok(c),
-            PartData::Pending(_) => unreachable!("set above"),
-        }
+    }
+
+    /// Every byte, if the GET completed.
+    fn complete(&self) -> Option<Chunks> {
+        let p = self.progress.borrow();
+        matches!(p.done, Some(Ok(()))).then(|| p.data.clone())
     }
 }
 
 impl Drop for Part {
     fn drop(&mut self) {
-        if let PartData::Pending(h) = &self.data {
-            h.abort();
-        }
+        self.task.abort();
     }
 }
 
@@ -158,26 +185,42 @@ impl<S: ObjectStore> Reader<S> {
 
     /// A part leaves the queue: keep its bytes in the page cache if it completed.
     fn retire(&self, p: Part) {
-        if let (Some((cache, id)), PartData::Ready(b)) = (&self.cache, &p.data) {
-            cache.insert_range(*id, p.start, b, self.size);
+        if let (Some((cache, id)), Some(b)) = (&self.cache, p.complete()) {
+            cache.insert_range(*id, p.start, &b, self.size);
         }
     }
 
     fn spawn(&mut self, start: u64, end: u64, permit: Option<OwnedSemaphorePermit>) -> Part {
+        use futures::StreamExt;
         let store = self.store.clone();
         let key = self.key.clone();
         let etag = self.etag.clone();
         self.gets += 1;
-        let h = tokio::spawn(async move {
-            store
-                .get_range(&key, start, end, etag.as_deref())
-                .await
-                .map_err(Arc::new)
+        let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+        let task = tokio::spawn(async move {
+            let mut body = match store.get_stream(&key, start, end, etag.as_deref()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tx.send_modify(|p| p.done = Some(Err(Arc::new(e))));
+                    return;
+                }
+            };
+            while let Some(b) = body.next().await {
+                match b {
+                    Ok(b) => tx.send_modify(|p| p.data.push(b)),
+                    Err(e) => {
+                        tx.send_modify(|p| p.done = Some(Err(Arc::new(e))));
+                        return;
+                    }
+                }
+            }
+            tx.send_modify(|p| p.done = Some(Ok(())));
         });
         Part {
             start,
             end,
-            data: PartData::Pending(h),
+            progress: rx,
+            task,
             _permit: permit,
         }
     }
@@ -293,8 +336,9 @@ impl<S: ObjectStore> Reader<S> {
                 break;
             }
             let (pstart, pend) = (p.start, p.end);
-            let c = p.ready().await?;
-            let slice = c.slice(offset.max(pstart) - pstart, end.min(pend) - pstart);
+            let slice = p
+                .bytes(offset.max(pstart) - pstart, end.min(pend) - pstart)
+                .await?;
             match (&mut out, &single) {
                 (None, None) => single = Some(slice),
                 (None, Some(first)) => {
@@ -384,6 +428,28 @@ mod tests {
             got.extend_from_slice(&b);
         }
         assert_eq!(got, data);
+    }
+
+    /// A read needs only its own bytes: it is served while the rest of its part is still on
+    /// the wire (here: never arrives).
+    #[tokio::test]
+    async fn reads_are_served_as_the_body_arrives() {
+        use crate::store::faults::FaultStore;
+        let (mem, data, etag) = setup(8 << 20).await;
+        let store = Arc::new(FaultStore::new(Arc::try_unwrap(mem).ok().unwrap()));
+        store.stall_bodies_after(2); // two 64 KiB buffers, then silence
+        let mut r = Reader::new(
+            store,
+            "f",
+            Some(&etag),
+            data.len() as u64,
+            Arc::new(Semaphore::new(1 << 20)),
+        );
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), r.read(0, 100_000))
+            .await
+            .expect("served before the part completed")
+            .unwrap();
+        assert_eq!(&got[..], &data[..100_000]);
     }
 
     #[tokio::test]

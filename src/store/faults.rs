@@ -8,6 +8,7 @@ use super::{
     ByteChunks, Cap, ListPage, ObjectInfo, ObjectStore, Part, PutOptions, StoreError, StoreResult,
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -35,6 +36,8 @@ pub struct FaultStore<S: ObjectStore> {
     inner: S,
     plan: Mutex<HashMap<Op, (u32, MakeError)>>,
     calls: Mutex<HashMap<Op, u64>>,
+    /// GET bodies deliver this many buffers, then nothing more (a body that stalls).
+    stall_after: Mutex<Option<usize>>,
 }
 
 impl<S: ObjectStore> FaultStore<S> {
@@ -43,7 +46,13 @@ impl<S: ObjectStore> FaultStore<S> {
             inner,
             plan: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
+            stall_after: Mutex::new(None),
         }
+    }
+
+    /// From now on every GET body delivers `buffers` buffers and then stalls forever.
+    pub fn stall_bodies_after(&self, buffers: usize) {
+        *self.stall_after.lock().unwrap() = Some(buffers);
     }
 
     pub fn inner(&self) -> &S {
@@ -96,7 +105,12 @@ impl<S: ObjectStore> ObjectStore for FaultStore<S> {
         if_match: Option<&str>,
     ) -> StoreResult<ByteChunks> {
         self.enter(Op::Get)?;
-        self.inner.get_stream(key, start, end, if_match).await
+        let body = self.inner.get_stream(key, start, end, if_match).await?;
+        let stall = *self.stall_after.lock().unwrap();
+        Ok(match stall {
+            Some(n) => body.take(n).chain(futures::stream::pending()).boxed(),
+            None => body,
+        })
     }
 
     async fn list(
