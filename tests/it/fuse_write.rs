@@ -186,16 +186,28 @@ fn append_truncate_and_overwrite() {
     f.set_len(4).unwrap();
     drop(f);
     assert_eq!(std::fs::read(&p).unwrap(), b"012X");
+    assert_eq!(
+        server_md5(&a, "existing.txt"),
+        (4, md5::Md5::digest(b"012X").into())
+    );
     std::process::Command::new("truncate")
         .args(["-s", "6"])
         .arg(&p)
         .status()
         .unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"012X\0\0");
+    assert_eq!(
+        server_md5(&a, "existing.txt"),
+        (6, md5::Md5::digest(b"012X\0\0").into()),
+        "a closed file cut and extended on the server"
+    );
     // O_TRUNC replaces.
     std::fs::write(&p, "new").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"new");
-    assert_eq!(server_md5(&a, "existing.txt").0, 3);
+    assert_eq!(
+        server_md5(&a, "existing.txt"),
+        (3, md5::Md5::digest(b"new").into())
+    );
 }
 
 #[test]
@@ -218,7 +230,10 @@ fn readers_see_a_file_while_it_is_written() {
     std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
     assert_eq!(rest, "second\n");
     drop(w);
-    assert_eq!(server_md5(&a, "growing.log").0, 18);
+    assert_eq!(
+        server_md5(&a, "growing.log"),
+        (18, md5::Md5::digest(b"first line\nsecond\n").into())
+    );
 }
 
 #[test]
@@ -365,7 +380,10 @@ fn rename_files_and_directories() {
         std::fs::read_to_string(m.join("renamed.txt")).unwrap(),
         "before after"
     );
-    assert_eq!(server_md5(&a, "renamed.txt").0, 12);
+    assert_eq!(
+        server_md5(&a, "renamed.txt"),
+        (12, md5::Md5::digest(b"before after").into())
+    );
 }
 
 #[test]
