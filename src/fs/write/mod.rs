@@ -180,18 +180,11 @@ impl<S: ObjectStore> Writers<S> {
     /// Bytes `[offset, offset + len)` of `ino` if it is being written.
     pub(crate) async fn read(&self, ino: u64, offset: u64, len: u64) -> Option<Result<Bytes>> {
         let w = self.writer(ino)?;
-        Some(self.read_writing(&w, offset, len).await)
-    }
-
-    async fn read_writing(
-        &self,
-        w: &tokio::sync::Mutex<WriteState>,
-        offset: u64,
-        len: u64,
-    ) -> Result<Bytes> {
         let mut g = w.lock().await;
-        self.fetch(&mut g, offset, offset + len).await?;
-        Ok(g.staging.read_at(offset, len).await?)
+        if let Err(e) = self.fetch(&mut g, offset, offset + len).await {
+            return Some(Err(e));
+        }
+        Some(g.staging.read_at(offset, len).await.map_err(Error::from))
     }
 
     /// Joins (or starts) the write state of `inode` for one more handle. The handle is counted
