@@ -339,3 +339,19 @@ fn foreground_mount_unmounts_on_sigterm() {
     assert!(status.success(), "{status:?}");
     assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
 }
+
+/// The shipped binary carries no test double: the in-memory and fault-injecting stores are
+/// compiled for unit tests only (the binary the tests run is built as shipped, without
+/// `cfg(test)`).
+#[test]
+fn the_binary_has_no_test_stores() {
+    let bytes = std::fs::read(bin()).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        has("SdkStore"),
+        "positive control: the real store's symbols are there"
+    );
+    for name in ["MemoryStore", "FaultStore"] {
+        assert!(!has(name), "{name} is in {}", bin());
+    }
+}
