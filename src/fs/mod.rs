@@ -105,6 +105,9 @@ pub struct StatFs {
 pub struct OpenMode {
     pub write: bool,
     pub truncate: bool,
+    /// The process that opens it (`None`: not known). A `flush` from another process (a
+    /// forked child closing the descriptor it inherited) does not upload; see [`S3Fs::flush_from`].
+    pub opener: Option<u32>,
 }
 
 pub struct S3Fs<S: ObjectStore> {
@@ -190,6 +193,7 @@ impl<S: ObjectStore> S3Fs<S> {
                 etag: stat.etag.as_deref(),
                 size: stat.size,
                 writing: mode.write,
+                opener: mode.opener,
             },
         );
         // A file being written is served from its staging; the kernel must not keep pages.
@@ -211,7 +215,27 @@ impl<S: ObjectStore> S3Fs<S> {
         self.writes.write(ino, inode, offset, data).await
     }
 
-    /// `close` (flush) and `fsync`: upload now if the file changed.
+    /// `close(2)` of a descriptor of `fh` by process `pid`: uploads now if the file changed, so
+    /// the close reports the outcome, unless `pid` is not the process that opened the handle.
+    /// The kernel flushes at every close of every copy of a descriptor, also when a forked child
+    /// exits or execs: uploading then would send a half-written file (and the opener's later
+    /// writes again). What such a flush skips is uploaded by the opener's close, `fsync` or the
+    /// last release.
+    pub async fn flush_from(&self, fh: u64, pid: u32) -> Result<()> {
+        let h = self.reads.handle(fh)?;
+        if h.opener.is_some_and(|o| o != pid) {
+            tracing::debug!(
+                fh,
+                pid,
+                opener = h.opener,
+                "flush from another process: no upload"
+            );
+            return Ok(());
+        }
+        self.flush(fh).await
+    }
+
+    /// `fsync` (and a close by the opener): upload now if the file changed.
     pub async fn flush(&self, fh: u64) -> Result<()> {
         let ino = self.reads.handle(fh)?.ino;
         let Ok(inode) = self.ns.inode(ino) else {

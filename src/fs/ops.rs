@@ -31,6 +31,17 @@ impl<S: ObjectStore> S3Fs<S> {
         name: &(impl AsRef<OsStr> + ?Sized),
         perm: u16,
     ) -> Result<(Attr, u64)> {
+        self.create_as(parent, name, perm, None).await
+    }
+
+    /// [`S3Fs::create`] by process `opener` (see [`OpenMode::opener`]).
+    pub async fn create_as(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+        opener: Option<u32>,
+    ) -> Result<(Attr, u64)> {
         self.check_writable()?;
         let name = entry_name(name.as_ref(), true)?;
         let p = self.ns.dir_inode(parent)?;
@@ -48,6 +59,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let mode = OpenMode {
             write: true,
             truncate: true,
+            opener,
         };
         let (fh, _) = self.open(inode.ino, mode).await?;
         Ok((self.ns.attr(&inode, &inode.stat()), fh))

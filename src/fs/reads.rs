@@ -25,6 +25,8 @@ pub(super) struct FileHandle<S: ObjectStore> {
     reader: tokio::sync::Mutex<Reader<S>>,
     /// Opened for writing: holds a handle on the inode's write state.
     pub(super) writing: bool,
+    /// The process that opened it, when known.
+    pub(super) opener: Option<u32>,
 }
 
 /// What a handle opened: the object's key and version.
@@ -34,6 +36,7 @@ pub(super) struct Opened<'a> {
     pub(super) etag: Option<&'a str>,
     pub(super) size: u64,
     pub(super) writing: bool,
+    pub(super) opener: Option<u32>,
 }
 
 pub(super) struct Reads<S: ObjectStore> {
@@ -71,6 +74,7 @@ impl<S: ObjectStore> Reads<S> {
                 ino: o.ino,
                 reader: tokio::sync::Mutex::new(reader),
                 writing: o.writing,
+                opener: o.opener,
             }),
         );
     }

@@ -172,7 +172,8 @@ async fn read_whole_file_and_eio_on_change() {
             a.ino,
             OpenMode {
                 write: true,
-                truncate: false
+                truncate: false,
+                ..Default::default()
             }
         )
         .await,
@@ -384,6 +385,25 @@ mod writes {
                 .len(),
             keys.len()
         );
+    }
+
+    /// A flush from a process other than the opener (a forked child closing its inherited
+    /// descriptor) uploads nothing; the opener's close does.
+    #[tokio::test]
+    async fn flush_from_another_process_does_not_upload() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(FaultStore::new(MemoryStore::default()));
+        let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
+        let (_, fh) = fs.create_as(ROOT_INO, "f", 0o644, Some(100)).await.unwrap();
+        fs.write(fh, 0, b"half").await.unwrap();
+        fs.flush_from(fh, 200).await.unwrap();
+        assert_eq!(store.calls(Op::Put), 0, "the child's close uploads nothing");
+        fs.write(fh, 4, b" and the rest").await.unwrap();
+        fs.flush_from(fh, 100).await.unwrap();
+        assert_eq!(store.calls(Op::Put), 1);
+        fs.release(fh).await.unwrap();
+        let got = store.inner().get_range("f", 0, 17, None).await.unwrap();
+        assert_eq!(&got.to_bytes()[..], b"half and the rest");
     }
 
     /// One `setattr` with a size and attributes is one upload carrying both, never an upload
@@ -800,6 +820,7 @@ mod multipart {
         let mode = OpenMode {
             write: true,
             truncate: false,
+            ..Default::default()
         };
         let (fh, _) = fs.open(ino, mode).await.unwrap();
         assert_eq!(store.calls(Op::Get), 0, "open fetches nothing");

@@ -38,11 +38,22 @@ impl<S: ObjectStore> FuseAdapter<S> {
         Self { core, rt, ttl }
     }
 
-    /// flush and fsync: upload the file behind `fh` if it changed, and reply.
-    fn upload_and_reply(&self, span: tracing::Span, fh: FileHandle, reply: ReplyEmpty) {
+    /// flush (`Some(process)`: a close by that process) and fsync (`None`): upload the file
+    /// behind `fh` if it changed, and reply.
+    fn upload_and_reply(
+        &self,
+        span: tracing::Span,
+        fh: FileHandle,
+        closer: Option<u32>,
+        reply: ReplyEmpty,
+    ) {
         let core = self.core.clone();
         self.spawn(span, async move {
-            match core.flush(fh.0).await {
+            let res = match closer {
+                Some(pid) => core.flush_from(fh.0, pid).await,
+                None => core.flush(fh.0).await,
+            };
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -56,6 +67,20 @@ impl<S: ObjectStore> FuseAdapter<S> {
     {
         self.rt.spawn(f.instrument(span));
     }
+}
+
+/// The process (thread group) of the thread the kernel names in a request: the kernel sends
+/// the thread's id, and a process may open in one thread and close in another. Falls back to
+/// the thread's id when /proc does not say (the thread has exited).
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -140,11 +165,14 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let core = self.core.clone();
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let mode = OpenMode {
-            write: flags.0 & libc::O_ACCMODE != libc::O_RDONLY,
+            write,
             truncate: flags.0 & libc::O_TRUNC != 0,
+            // Only writers need it (flush uploads); reads skip the /proc look-up.
+            opener: write.then(|| process_of(req.pid())),
         };
         self.spawn(tracing::debug_span!("open", ino = ino.0), async move {
             match core.open(ino.0, mode).await {
@@ -226,7 +254,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
@@ -235,6 +263,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.upload_and_reply(
             tracing::debug_span!("flush", ino = ino.0, fh = fh.0),
             fh,
+            Some(process_of(req.pid())),
             reply,
         );
     }
@@ -251,13 +280,14 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.upload_and_reply(
             tracing::debug_span!("fsync", ino = ino.0, fh = fh.0),
             fh,
+            None,
             reply,
         );
     }
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -268,11 +298,12 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let core = self.core.clone();
         let ttl = self.ttl;
         let name = name.to_owned();
+        let opener = Some(process_of(req.pid()));
         self.spawn(
             tracing::debug_span!("create", ino = parent.0, name = ?name),
             async move {
                 let perm = (mode & !umask & 0o7777) as u16;
-                match core.create(parent.0, &name, perm).await {
+                match core.create_as(parent.0, &name, perm, opener).await {
                     Ok((a, fh)) => reply.created(
                         &ttl,
                         &file_attr(&a),

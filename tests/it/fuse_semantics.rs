@@ -321,3 +321,32 @@ fn fuse_rename_over_a_non_empty_directory_is_enotempty() {
     assert_eq!(std::fs::read_to_string(m.join("empty/sub/f")).unwrap(), "x");
     assert!(!m.join("src").exists());
 }
+
+/// A child process started while a file is open for writing inherits the descriptor and closes
+/// it (at exec or exit); the kernel sends a flush for that close. It must not upload the
+/// half-written file: the object appears once, whole, at the writer's own close.
+#[test]
+fn fuse_a_forked_child_closing_an_inherited_descriptor_does_not_upload() {
+    let a = Area::new("sfork");
+    let gate = Gate::start(&a.backend.endpoint);
+    let m = Mount::new(&gate.backend(&a.backend), &a.source(), &[]);
+    let mut f = std::fs::File::create(m.join("half.bin")).unwrap();
+    f.write_all(b"first half, ").unwrap();
+    let puts = gate.count("PUT");
+    // fork + exec: the child holds a copy of every descriptor until exec closes it.
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(gate.count("PUT"), puts, "the child's close uploaded");
+    f.write_all(b"second half").unwrap();
+    close_checked(f).unwrap();
+    assert_eq!(
+        gate.count("PUT"),
+        puts + 1,
+        "one upload, at the writer's close"
+    );
+    assert_eq!(server_bytes(&a, "half.bin"), b"first half, second half");
+}
