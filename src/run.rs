@@ -62,6 +62,9 @@ impl MountError {
     }
 }
 
+/// How often a signalled unmount that found the mount busy is tried again.
+const UNMOUNT_RETRY: Duration = Duration::from_millis(500);
+
 /// Longest the bucket check may take before the mount gives up (retries included).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -354,6 +357,7 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
     })?;
     tracing::info!(source = %cfg.source, mountpoint = %cfg.mountpoint.display(), "mounted");
     let mut unmounter = session.unmount_callable();
+    let mountpoint = cfg.mountpoint.clone();
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -369,8 +373,15 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
             _ = hup.recv() => {},
         }
         tracing::info!("signal received: unmounting");
+        // A busy mount (a file still open) refuses to unmount: the request stands, and is
+        // tried again until the last file has closed. fuser's unmounter gives up its mount
+        // after one try, so the retries unmount the path themselves.
         if let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed");
+            tracing::warn!(error = %e, "cannot unmount yet (files open?): unmounting once they are closed");
+            while let Err(e) = unmount_path(&mountpoint) {
+                tracing::debug!(error = %e, "still busy");
+                tokio::time::sleep(UNMOUNT_RETRY).await;
+            }
         }
     });
     if let Some(w) = ready {
@@ -383,6 +394,29 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         .map_err(|e| MountError::Fuse(format!("the FUSE session ended with an error: {e}")))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Unmounts `p` (not lazily: fails with EBUSY while files are open). As root with umount2,
+/// else through fusermount3.
+fn unmount_path(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a valid C string; umount2 only reads it.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    let ok = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-q")
+        .arg(p)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { Ok(()) } else { Err(err) }
 }
 
 /// Keeps freed receive buffers in the heap instead of returning them to the kernel at once:

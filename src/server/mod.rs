@@ -228,9 +228,15 @@ pub fn serve_main(args: ServeArgs) -> Result<(), ServeError> {
         ))
     })?;
     for b in &args.buckets {
+        if !(3..=63).contains(&b.len()) {
+            return Err(ServeError::Usage(format!(
+                "bad bucket name '{b}': use 3 to 63 characters (it has {})",
+                b.len()
+            )));
+        }
         if !storage::valid_bucket_name(b) {
             return Err(ServeError::Usage(format!(
-                "bad bucket name '{b}': use letters, digits, '-', '.' or '_'"
+                "bad bucket name '{b}': use letters, digits, '-', '.' or '_', not starting with '.'"
             )));
         }
         storage

@@ -74,6 +74,15 @@ fn exit_codes_tell_the_kind_of_failure() {
     c.args(["serve", "--addr", "256.0.0.1:1"]);
     let out = run_with_deadline(c, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(6), "serve on a bad address");
+    let mut c = s3mount_cmd(&b, home.path());
+    c.args(["serve", "--bucket", "b1", "--addr", "127.0.0.1:0"]);
+    let out = run_with_deadline(c, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "serve with a bad bucket name");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("use 3 to 63 characters"),
+        "names the length: {err}"
+    );
 }
 
 /// An embedded server of the test's own (these tests are about the CLI, not the shared
@@ -354,4 +363,45 @@ fn the_binary_has_no_test_stores() {
     for name in ["MemoryStore", "FaultStore"] {
         assert!(!has(name), "{name} is in {}", bin());
     }
+}
+
+/// SIGTERM while a file is open cannot unmount at once (the mount is busy). It is not
+/// forgotten: the mount goes away once the last file closes, without another signal.
+#[test]
+fn sigterm_while_busy_unmounts_once_the_last_file_closes() {
+    let server = local_backend();
+    let b = server.backend.clone();
+    let a = Area::with_backend("fgbusy", b.clone());
+    a.put("f", "x");
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let mut c = s3mount_cmd(&b, home.path());
+    c.arg(a.source()).arg(mnt.path()).arg("-f");
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = MountGuard(mnt.path().to_path_buf());
+    let canon = std::fs::canonicalize(mnt.path()).unwrap();
+    wait_until(Duration::from_secs(60), "the mount", || {
+        s3mount::run::is_mountpoint(&canon)
+    });
+    let open = std::fs::File::open(mnt.path().join("f")).unwrap();
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Still serving while the file is open.
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut &open, &mut s).unwrap();
+    assert_eq!(s, "x");
+    assert!(s3mount::run::is_mountpoint(&canon), "busy: still mounted");
+    drop(open);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait()));
+    let status = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("s3mount -f exits once the last file closed")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
 }
