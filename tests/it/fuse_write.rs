@@ -740,3 +740,68 @@ impl Drop for TmpfsGuard {
             .status();
     }
 }
+
+/// Failed uploads of keys whose recovered names would collide (`q/a`, `q_a`), and of a
+/// 255-byte UTF-8 name, each keep their own bytes under `recovered/`, readable only by the
+/// mount's user.
+#[test]
+fn fuse_recovered_copies_never_collide_and_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::tempdir().unwrap();
+    let mut server = Served::start("coll", &["--bucket".into(), "coll".into()]);
+    let be = server.backend.clone();
+    let m = Mount::new(
+        &be,
+        "coll",
+        &["--cache-dir", cache.path().to_str().unwrap()],
+    );
+    std::fs::create_dir(m.join("q")).unwrap();
+    let long = "é".repeat(127) + "x"; // 255 bytes
+    let names = ["q/a".to_string(), "q_a".to_string(), long];
+    let files: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let mut f = std::fs::File::create(m.join(n)).unwrap();
+            f.write_all(format!("bytes of {n}").as_bytes()).unwrap();
+            f
+        })
+        .collect();
+    server.kill();
+    for f in files {
+        assert!(
+            close_checked(f).is_err(),
+            "close fails when the upload fails"
+        );
+    }
+    let recovered = cache.path().join("recovered");
+    let start = std::time::Instant::now();
+    let found = loop {
+        let found: Vec<_> = std::fs::read_dir(&recovered)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if found.len() >= names.len() {
+            break found;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "{} of {} recovered: {found:?}",
+            found.len(),
+            names.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut bodies: Vec<String> = found
+        .iter()
+        .map(|p| {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{p:?}");
+            std::fs::read_to_string(p).unwrap()
+        })
+        .collect();
+    bodies.sort();
+    let mut want: Vec<String> = names.iter().map(|n| format!("bytes of {n}")).collect();
+    want.sort();
+    assert_eq!(bodies, want, "each file's own bytes, none overwritten");
+    let dir_mode = std::fs::metadata(&recovered).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+}

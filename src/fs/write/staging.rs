@@ -219,20 +219,41 @@ impl Staging {
         file: Option<(Arc<File>, PathBuf)>,
         mem: Vec<u8>,
     ) -> io::Result<PathBuf> {
-        std::fs::create_dir_all(&dir)?;
-        let safe: String = name
-            .chars()
-            .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-            .take(200)
-            .collect();
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let dest = dir.join(format!("{stamp}-{safe}"));
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        // Only this user may read what others wrote through the mount.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let base = recovered_name(name);
+        // Reserve a name no other copy has (O_EXCL), 0600, then put the bytes there.
+        let (dest, mut reserved) = (1u32..)
+            .map(|n| match n {
+                1 => dir.join(&base),
+                n => dir.join(format!("{base}.{n}")),
+            })
+            .find_map(|p| {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                {
+                    Ok(f) => Some(Ok((p, f))),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .expect("an unbounded search finds a free name")?;
         match file {
+            // The spill file (0600 already) replaces the reserved one: no copy of the bytes.
             Some((_, p)) => std::fs::rename(&p, &dest)?,
-            None => std::fs::write(&dest, &mem)?,
+            None => {
+                use std::io::Write;
+                reserved.write_all(&mem)?;
+                reserved.sync_all()?;
+            }
         }
         Ok(dest)
     }
@@ -246,6 +267,32 @@ impl Drop for Staging {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// `<unix time, ns>-<hash of the key>-<the key's end>`: readable, unique per key, and within the
+/// 255 bytes a file name may have whatever the key's length.
+fn recovered_name(key: &str) -> String {
+    /// Bytes of the key kept in the name (its end: the file's own name is there).
+    const KEY_PART: usize = 200;
+    let safe: String = key
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    let mut cut = safe.len().saturating_sub(KEY_PART);
+    while !safe.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let hash = md5::Md5::digest(key.as_bytes());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}.{:09}-{}-{}",
+        stamp.as_secs(),
+        stamp.subsec_nanos(),
+        hex::encode(&hash[..4]),
+        &safe[cut..]
+    )
 }
 
 #[cfg(test)]
@@ -329,6 +376,40 @@ mod tests {
                     .ends_with("dir_file.txt")
             );
             assert_eq!(std::fs::read(&p).unwrap(), b"precious");
+        }
+    }
+
+    /// Recovered copies never overwrite each other: keys that map to the same file name
+    /// (`q/a`, `q_a`) and one key kept twice in the same second get distinct files; a
+    /// 255-byte UTF-8 name is kept (its file name fits); each copy is 0600 in a 0700 directory.
+    #[tokio::test]
+    async fn persist_never_collides_fits_any_name_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let long = "é".repeat(127); // 254 bytes
+        let mut kept = Vec::new();
+        for (i, key) in ["q/a", "q_a", "q/a", &format!("d/{long}")]
+            .into_iter()
+            .enumerate()
+        {
+            for limit in [1 << 20, 2] {
+                let mut s = Staging::new(dir.path(), limit);
+                let body = format!("{i}-{limit}-{key}");
+                s.write_at(0, body.as_bytes()).await.unwrap();
+                let p = s.persist(key).await.unwrap();
+                assert!(p.file_name().unwrap().len() <= 255, "{p:?}");
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{p:?}");
+                kept.push((p, body));
+            }
+        }
+        let rec = dir.path().join("recovered");
+        let mode = std::fs::metadata(&rec).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let names: std::collections::HashSet<_> = kept.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(names.len(), kept.len(), "every copy has its own file");
+        for (p, body) in &kept {
+            assert_eq!(std::fs::read_to_string(p).unwrap(), *body, "{p:?}");
         }
     }
 }
