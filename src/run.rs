@@ -306,6 +306,8 @@ pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), MountError> {
 /// Mounts and serves until unmounted. `ready` gets `OK` once the mount is live (daemon mode).
 fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<(), MountError> {
     init_logging(&cfg);
+    // A daemon's stderr is /dev/null: a panic (a bug) goes to the log instead.
+    std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
     tune_malloc();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -348,7 +350,8 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
     // Replies are sent from tokio tasks, so few session threads suffice to keep the queue moving.
     fcfg.n_threads = Some(2);
     fcfg.clone_fd = true;
-    let adapter = FuseAdapter::new(core, rt.handle().clone());
+    let adapter = FuseAdapter::new(core.clone(), rt.handle().clone());
+    let tasks = adapter.tasks();
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fcfg).map_err(|e| {
         MountError::Fuse(format!(
             "cannot mount on {}: {e}; check that /dev/fuse exists and fuse3 is installed",
@@ -389,11 +392,36 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         let _ = w.flush();
         detach_stdio();
     }
-    session
-        .run()
-        .map_err(|e| MountError::Fuse(format!("the FUSE session ended with an error: {e}")))?;
+    let ended = session.run();
+    // Unmounted (or the kernel went away): requests still running, such as a release retrying
+    // an upload, finish before the process ends; then the bytes of every file whose upload
+    // never succeeded are kept on local disk.
+    tasks.close();
+    tracing::info!(
+        running = tasks.len(),
+        "session ended: finishing the requests still running"
+    );
+    let drain = drain_deadline(&cfg);
+    let drained = rt.block_on(async { tokio::time::timeout(drain, tasks.wait()).await });
+    if drained.is_err() {
+        tracing::warn!(
+            running = tasks.len(),
+            "requests still running {}s after the unmount; keeping what is unsaved",
+            drain.as_secs()
+        );
+    }
+    rt.block_on(core.shutdown());
     rt.shutdown_timeout(Duration::from_secs(1));
+    ended.map_err(|e| MountError::Fuse(format!("the FUSE session ended with an error: {e}")))?;
     Ok(())
+}
+
+/// How long the end of a session waits for requests still running: enough for an upload that
+/// retries every attempt to its timeout (attempts x timeout, twice: a close's flush and its
+/// release), plus a margin for backoff.
+fn drain_deadline(cfg: &MountConfig) -> Duration {
+    let attempts = cfg.s3.max_retries.max(1) + 1;
+    cfg.s3.request_timeout * attempts * 2 + Duration::from_secs(30)
 }
 
 /// Unmounts `p` (not lazily: fails with EBUSY while files are open). As root with umount2,

@@ -292,6 +292,12 @@ impl<S: ObjectStore> S3Fs<S> {
         self.ns.statfs()
     }
 
+    /// The session ended: keeps on local disk the bytes of every file still open for writing
+    /// whose last upload did not succeed (its release never came, or came too late).
+    pub async fn shutdown(&self) {
+        self.writes.shutdown().await;
+    }
+
     /// Verifies the bucket before mounting (credentials, existence, reachability).
     pub async fn check(&self) -> std::result::Result<(), StoreError> {
         self.store.check_bucket().await

@@ -30,12 +30,25 @@ pub struct FuseAdapter<S: ObjectStore> {
     core: Arc<S3Fs<S>>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
+    /// Every request's task, so that the end of the session can wait for those still running
+    /// (a release retrying an upload) instead of dropping them with the runtime.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl<S: ObjectStore> FuseAdapter<S> {
     pub fn new(core: Arc<S3Fs<S>>, rt: tokio::runtime::Handle) -> Self {
         let ttl = core.options().metadata_ttl;
-        Self { core, rt, ttl }
+        Self {
+            core,
+            rt,
+            ttl,
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// The requests' tasks (to wait for them after the session ends).
+    pub fn tasks(&self) -> tokio_util::task::TaskTracker {
+        self.tasks.clone()
     }
 
     /// flush (`Some(process)`: a close by that process) and fsync (`None`): upload the file
@@ -65,7 +78,7 @@ impl<S: ObjectStore> FuseAdapter<S> {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(f.instrument(span));
+        self.tasks.spawn_on(f.instrument(span), &self.rt);
     }
 }
 

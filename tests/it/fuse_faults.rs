@@ -156,3 +156,49 @@ fn fuse_open_during_the_last_close_upload_joins_the_file() {
         "nothing to recover: the bytes were uploaded"
     );
 }
+
+/// A close that failed, then at once an unmount (or a SIGTERM): the release that retries the
+/// upload is still running when the session ends. The daemon waits for it, and the bytes end up
+/// on local disk (`recovered/`), never dropped with the process.
+#[test]
+fn fuse_unmount_or_sigterm_right_after_a_failed_close_keeps_the_bytes() {
+    for how in ["unmount", "sigterm"] {
+        let a = Area::new("fumnt");
+        let gate = Gate::start(&a.backend.endpoint);
+        let cache = tempfile::tempdir().unwrap();
+        let m = gated(&a, &gate, &["--cache-dir", cache.path().to_str().unwrap()]);
+        gate.rule("PUT", Action::SlowDown, None);
+        let data = pseudo_random(3 << 20, 12);
+        let mut f = std::fs::File::create(m.join("last.bin")).unwrap();
+        f.write_all(&data).unwrap();
+        assert!(close_checked(f).is_err(), "the upload is refused");
+        match how {
+            "unmount" => unmount(m.path()),
+            _ => {
+                let pid = m.daemon_pid();
+                // SAFETY: signalling the daemon of this test's mount.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        let recovered = cache.path().join("recovered");
+        let start = std::time::Instant::now();
+        let kept = loop {
+            let found: Vec<_> = std::fs::read_dir(&recovered)
+                .map(|d| d.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default();
+            if let Some(p) = found.into_iter().next() {
+                break p;
+            }
+            assert!(
+                start.elapsed() < HANG,
+                "{how}: the bytes were lost\n{}",
+                m.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            std::fs::read(&kept).unwrap() == data,
+            "{how}: recovered bytes differ"
+        );
+    }
+}

@@ -34,6 +34,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+/// How long the end of a session waits for a file's state that a request still holds.
+const SHUTDOWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The largest object one PutObject may carry (the S3 limit). Without multipart, writing past
 /// it fails at write time with EFBIG.
 pub const MAX_SINGLE_PUT: u64 = 5 << 30;
@@ -271,24 +274,55 @@ impl<S: ObjectStore> Writers<S> {
             idle
         };
         if let (true, Err(e)) = (last, &res) {
-            self.drop_session(&mut g).await;
-            if let Err(fe) = self.fetch_all(&mut g).await {
-                tracing::warn!(key = g.key, error = %fe, "parts of the original object could not be fetched; the kept copy has zeros there");
-            }
-            let empty = WriteState::new(String::new(), Staging::new(&self.opts.cache_dir, 0), None);
-            let state = std::mem::replace(&mut *g, empty);
-            match state.staging.persist(&state.key).await {
-                Ok(p) => tracing::error!(
-                    key = state.key,
-                    error = %e,
-                    kept = %p.display(),
-                    "upload failed; the file's bytes are kept on local disk"
-                ),
-                Err(pe) => tracing::error!(key = state.key, error = %e, persist_error = %pe,
-                    "upload failed and the bytes could not be kept"),
-            }
+            self.keep_unsaved(&mut g, &e.to_string()).await;
         }
         res
+    }
+
+    /// Moves the bytes of a file whose upload failed to `recovered/` and says where, in the log.
+    async fn keep_unsaved(&self, g: &mut WriteState, why: &str) {
+        self.drop_session(g).await;
+        if let Err(fe) = self.fetch_all(g).await {
+            tracing::warn!(key = g.key, error = %fe, "parts of the original object could not be fetched; the kept copy has zeros there");
+        }
+        let empty = WriteState::new(String::new(), Staging::new(&self.opts.cache_dir, 0), None);
+        let state = std::mem::replace(g, empty);
+        match state.staging.persist(&state.key).await {
+            Ok(p) => tracing::error!(
+                key = state.key,
+                error = why,
+                kept = %p.display(),
+                "upload failed; the file's bytes are kept on local disk"
+            ),
+            Err(pe) => tracing::error!(key = state.key, error = why, persist_error = %pe,
+                "upload failed and the bytes could not be kept"),
+        }
+    }
+
+    /// The session ended: every state still here has no handle that will release it. The
+    /// unsaved ones (changed since their last successful upload) are kept on local disk.
+    pub(crate) async fn shutdown(&self) {
+        let states: Vec<_> = self
+            .states
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, slot)| slot.state)
+            .collect();
+        for w in states {
+            // A state still locked here belongs to a request that outlived the drain: its
+            // upload is still running and its spill file (if any) stays in the cache directory.
+            let Ok(mut g) = tokio::time::timeout(SHUTDOWN_LOCK_WAIT, w.lock()).await else {
+                tracing::warn!(
+                    "a file was still uploading at exit; its staged bytes stay in the cache directory"
+                );
+                continue;
+            };
+            if g.dirty {
+                self.keep_unsaved(&mut g, "the mount ended before the file was uploaded")
+                    .await;
+            }
+        }
     }
 
     fn note_size(&self, inode: &Inode, size: u64) {

@@ -325,6 +325,22 @@ impl Mount {
         self.dir.path().join(p)
     }
 
+    /// The pid of the daemon serving this mount (found by its command line).
+    pub fn daemon_pid(&self) -> i32 {
+        let want = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let args: Vec<_> = c.split(|b| *b == 0).collect();
+                    args.first().is_some_and(|a| a.ends_with(b"s3mount"))
+                        && args.iter().any(|a| *a == want.as_bytes())
+                })
+            })
+            .expect("the mount's daemon")
+    }
+
     /// The daemon's log (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.home.path().join(".cache/s3mount/s3mount.log"))
