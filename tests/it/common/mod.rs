@@ -335,7 +335,7 @@ impl Mount {
                 std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                     let args: Vec<_> = c.split(|b| *b == 0).collect();
                     args.first().is_some_and(|a| a.ends_with(b"s3mount"))
-                        && args.iter().any(|a| *a == want.as_bytes())
+                        && args.contains(&want.as_bytes())
                 })
             })
             .expect("the mount's daemon")
