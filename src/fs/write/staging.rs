@@ -219,7 +219,7 @@ impl Staging {
         file: Option<(Arc<File>, PathBuf)>,
         mem: Vec<u8>,
     ) -> io::Result<PathBuf> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -227,34 +227,37 @@ impl Staging {
         // Only this user may read what others wrote through the mount.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let base = recovered_name(name);
-        // Reserve a name no other copy has (O_EXCL), 0600, then put the bytes there.
-        let (dest, mut reserved) = (1u32..)
-            .map(|n| match n {
-                1 => dir.join(&base),
-                n => dir.join(format!("{base}.{n}")),
-            })
-            .find_map(|p| {
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&p)
-                {
-                    Ok(f) => Some(Ok((p, f))),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
-                    Err(e) => Some(Err(e)),
-                }
-            })
-            .expect("an unbounded search finds a free name")?;
-        match file {
-            // The spill file (0600 already) replaces the reserved one: no copy of the bytes.
-            Some((_, p)) => std::fs::rename(&p, &dest)?,
+        // The bytes go into a file of their own first (the spill file, or a new one for bytes
+        // in memory), which then gets its name by a hard link: a name no other copy has
+        // (link never replaces), and a copy that appears complete, never half-written.
+        let tmp = match file {
+            Some((_, p)) => p,
             None => {
                 use std::io::Write;
-                reserved.write_all(&mem)?;
-                reserved.sync_all()?;
+                // Beside `recovered/` (same file system), so that only whole copies are in it.
+                let mut t = tempfile::Builder::new()
+                    .prefix("recovering-")
+                    .tempfile_in(dir.parent().unwrap_or(&dir))?;
+                t.write_all(&mem)?;
+                t.as_file().sync_all()?;
+                let (_, p) = t.keep().map_err(|e| e.error)?;
+                p
             }
-        }
+        };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        let mut n = 1u32;
+        let dest = loop {
+            let dest = match n {
+                1 => dir.join(&base),
+                n => dir.join(format!("{base}.{n}")),
+            };
+            match std::fs::hard_link(&tmp, &dest) {
+                Ok(()) => break dest,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        std::fs::remove_file(&tmp)?;
         Ok(dest)
     }
 }
