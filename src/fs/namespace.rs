@@ -136,7 +136,7 @@ impl<S: ObjectStore> Namespace<S> {
         Ok(inode)
     }
 
-    pub(super) fn file_stat(&self, info: &ObjectInfo) -> Stat {
+    fn file_stat(&self, info: &ObjectInfo) -> Stat {
         Stat {
             size: info.size,
             mtime: info.last_modified.unwrap_or(self.mount_time),
@@ -184,7 +184,7 @@ impl<S: ObjectStore> Namespace<S> {
         if self.negative.contains(parent, name) {
             return Err(Error::NotFound);
         }
-        let key = format!("{}{}", self.inodes.key(&p), name);
+        let key = self.child_key(&p, name);
         let dir_prefix = format!("{key}/");
         let (head, list) = tokio::join!(
             self.store.head(&key),
