@@ -168,6 +168,20 @@ fn check_mountpoint_msg(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A mount point with entries would hide them while mounted: refused unless `-o nonempty`.
+fn check_empty(p: &Path) -> Result<(), MountError> {
+    let has_entries = std::fs::read_dir(p)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_entries {
+        return Err(MountError::Mountpoint(format!(
+            "mountpoint {} is not empty (its files would be hidden while mounted): choose an empty directory, or add -o nonempty",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `p` (canonical) is listed as a mount point in /proc/self/mountinfo.
 pub fn is_mountpoint(p: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -250,6 +264,9 @@ fn init_logging(cfg: &MountConfig) {
 pub fn mount_main(args: crate::cli::MountArgs) -> Result<(), MountError> {
     let cfg = resolve_mount(&args, &crate::config::Env::from_process())?;
     check_mountpoint(&cfg.mountpoint)?;
+    if !cfg.fuse.nonempty {
+        check_empty(&cfg.mountpoint)?;
+    }
     if cfg.foreground {
         return serve_mount(cfg, None);
     }

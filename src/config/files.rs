@@ -13,15 +13,24 @@ use std::path::Path;
 pub type IniProfiles = HashMap<String, HashMap<String, String>>;
 
 /// Parses an AWS shared file. `config_style` strips the `profile ` prefix of section names.
-pub fn parse_aws_ini(text: &str, config_style: bool) -> IniProfiles {
+/// A line that is neither a section header, `key = value`, a comment nor blank is an error
+/// naming its number (as the AWS CLI refuses such files); the line itself is never shown: it
+/// may be a secret pasted on its own.
+pub fn parse_aws_ini(text: &str, config_style: bool) -> Result<IniProfiles, String> {
     let mut out: IniProfiles = HashMap::new();
     let mut section: Option<String> = None;
     let mut block: Option<String> = None;
-    for raw in text.lines() {
+    for (n, raw) in text.lines().enumerate() {
+        let lineno = n + 1;
         let line = raw.trim_end();
         let trimmed = line.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
+        }
+        if trimmed.starts_with('[') && !trimmed.ends_with(']') {
+            return Err(format!(
+                "{lineno}: a section header without its closing ']'"
+            ));
         }
         if trimmed.starts_with('[') && trimmed.ends_with(']') {
             let name = trimmed[1..trimmed.len() - 1].trim();
@@ -34,10 +43,12 @@ pub fn parse_aws_ini(text: &str, config_style: bool) -> IniProfiles {
             block = None;
             continue;
         }
-        let Some(sec) = &section else { continue };
         let Some((k, v)) = trimmed.split_once('=') else {
-            continue;
+            return Err(format!(
+                "{lineno}: not `key = value` (nor a [section] header or a # comment)"
+            ));
         };
+        let Some(sec) = &section else { continue };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
         let indented = line.starts_with(' ') || line.starts_with('\t');
         let entry = out.entry(sec.clone()).or_default();
@@ -50,13 +61,14 @@ pub fn parse_aws_ini(text: &str, config_style: bool) -> IniProfiles {
             entry.insert(k, v);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Reads and parses an AWS shared file; a missing file is an empty one.
 pub fn read_aws_ini(path: &Path, config_style: bool) -> Result<IniProfiles, String> {
     match std::fs::read_to_string(path) {
-        Ok(t) => Ok(parse_aws_ini(&t, config_style)),
+        Ok(t) => parse_aws_ini(&t, config_style)
+            .map_err(|at| format!("{}:{at}: fix the file or remove the line", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -126,7 +138,7 @@ mod tests {
     #[test]
     fn nested_s3_block_and_profile_prefix() {
         let text = "[default]\nregion = eu-west-1\n\n[profile p1]\nregion=us-east-1\ns3 =\n  addressing_style = path\n  endpoint_url = http://h:9000\nendpoint_url = http://top\n";
-        let p = parse_aws_ini(text, true);
+        let p = parse_aws_ini(text, true).unwrap();
         assert_eq!(p["default"]["region"], "eu-west-1");
         assert_eq!(p["p1"]["s3.addressing_style"], "path");
         assert_eq!(p["p1"]["s3.endpoint_url"], "http://h:9000");
@@ -138,7 +150,8 @@ mod tests {
         let p = parse_aws_ini(
             "[profile x]\naws_access_key_id = A\n# c\n[x]\naws_secret_access_key = S\n",
             false,
-        );
+        )
+        .unwrap();
         assert_eq!(p["profile x"]["aws_access_key_id"], "A");
         assert_eq!(p["x"]["aws_secret_access_key"], "S");
     }

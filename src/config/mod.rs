@@ -71,6 +71,8 @@ pub struct FuseOptions {
     pub allow_other: bool,
     pub allow_root: bool,
     pub auto_unmount: bool,
+    /// Mount over a directory that has entries (hiding them while mounted); `-o nonempty`.
+    pub nonempty: bool,
     /// Other kernel flags passed through (nosuid, nodev, noexec, noatime, ...).
     pub passthrough: Vec<String>,
 }

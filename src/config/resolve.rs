@@ -379,6 +379,17 @@ fn normalize_endpoint(ep: &str) -> Result<String, ConfigError> {
             "bad endpoint '{ep}': expected http(s)://host[:port]"
         ))
     })?;
+    // The port as written (`Uri::port` is `None` for one that does not fit in 16 bits).
+    let written_port = uri
+        .authority()
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or(""))
+        .filter(|hp| !hp.ends_with(']'))
+        .and_then(|hp| hp.rsplit_once(':').map(|(_, p)| p.to_string()));
+    if written_port.is_some_and(|p| p.parse::<u16>().is_err() || p == "0") {
+        return Err(ConfigError(format!(
+            "bad endpoint '{ep}': the port must be 1 to 65535"
+        )));
+    }
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(full),
         _ => Err(ConfigError(format!(
@@ -420,6 +431,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "allow_other" => fuse.allow_other = true,
             "allow_root" => fuse.allow_root = true,
             "auto_unmount" => fuse.auto_unmount = true,
+            "nonempty" => fuse.nonempty = true,
             "uid" => a.uid = a.uid.or(Some(need(v)?.parse().map_err(|_| bad_opt(opt))?)),
             "gid" => a.gid = a.gid.or(Some(need(v)?.parse().map_err(|_| bad_opt(opt))?)),
             "file_mode" => a.file_mode = a.file_mode.or(Some(need(v)?)),
@@ -459,8 +471,9 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
                 fuse.passthrough.push(k.to_string())
             }
             _ => {
+                // The key only: a value may be a secret someone tried to pass this way.
                 return Err(ConfigError(format!(
-                    "unknown mount option '{opt}'; see `s3mount --help` for the supported -o options"
+                    "unknown mount option '{k}'; see `s3mount --help` for the supported -o options (keys and secrets go in the profile or the environment, never on the command line)"
                 )));
             }
         }

@@ -405,3 +405,70 @@ fn sigterm_while_busy_unmounts_once_the_last_file_closes() {
     assert!(status.success(), "{status:?}");
     assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
 }
+
+/// Smaller bad inputs, each one line naming the problem (and never a secret): a mount point
+/// with files in it, a broken section header or line in ~/.aws files, an option carrying a
+/// secret, a port out of range.
+#[test]
+fn smaller_bad_inputs_name_the_problem() {
+    let server = local_backend();
+    let b = server.backend.clone();
+    let mnt = tempfile::tempdir().unwrap();
+    // Unmounts if a case below mounts after all.
+    let _guard = MountGuard(mnt.path().to_path_buf());
+    let m = mnt.path().to_str().unwrap();
+    std::fs::write(mnt.path().join("local.txt"), "mine").unwrap();
+    let (code, err) = run_code(&b, &[&b.bucket, m], &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("is not empty") && err.contains("nonempty"),
+        "{err}"
+    );
+    std::fs::remove_file(mnt.path().join("local.txt")).unwrap();
+
+    let (code, err) = run_code(
+        &b,
+        &[&b.bucket, m, "-o", "secret_access_key=TOPSECRET123"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("secret_access_key"), "{err}");
+    assert!(
+        !err.contains("TOPSECRET123"),
+        "the value is never echoed: {err}"
+    );
+
+    let (code, err) = run_code(
+        &b,
+        &[&b.bucket, m, "--endpoint", "http://127.0.0.1:99999"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("bad endpoint") && err.contains("port"),
+        "{err}"
+    );
+
+    for (file, text, needle) in [
+        ("config", "[profile p1\nregion = us-east-1\n", "config:1"),
+        (
+            "credentials",
+            "[p1]\nAKIDEXAMPLESECRETLINE\n",
+            "credentials:2",
+        ),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+        std::fs::write(home.path().join(".aws").join(file), text).unwrap();
+        let mut c = s3mount_cmd(&b, home.path());
+        c.arg(format!("p1:{}", b.bucket)).arg(m);
+        let out = run_with_deadline(c, Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(needle), "{file}: names file and line: {err}");
+        assert!(
+            !err.contains("AKIDEXAMPLESECRETLINE"),
+            "{file}: no line echoed: {err}"
+        );
+    }
+}
