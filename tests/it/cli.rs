@@ -324,29 +324,45 @@ fn foreground_mount_unmounts_on_sigterm() {
     a.put("f", "x");
     let home = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
-    let mut c = s3mount_cmd(&b, home.path());
-    c.arg(a.source()).arg(mnt.path()).arg("-f");
-    let mut child = c
+    let _guard = MountGuard(mnt.path().to_path_buf());
+    let child = start_foreground(&b, &a, home.path(), mnt.path());
+    let canon = std::fs::canonicalize(mnt.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.path().join("f")).unwrap(), "x");
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(child, "s3mount -f exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
+}
+
+/// `s3mount SOURCE MNT -f` of `a`'s prefix, running once the mount is live.
+fn start_foreground(
+    b: &Backend,
+    a: &Area,
+    home: &std::path::Path,
+    mnt: &std::path::Path,
+) -> std::process::Child {
+    let mut c = s3mount_cmd(b, home);
+    c.arg(a.source()).arg(mnt).arg("-f");
+    let child = c
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = MountGuard(mnt.path().to_path_buf());
-    let canon = std::fs::canonicalize(mnt.path()).unwrap();
+    let canon = std::fs::canonicalize(mnt).unwrap();
     wait_until(Duration::from_secs(60), "the mount", || {
         s3mount::run::is_mountpoint(&canon)
     });
-    assert_eq!(std::fs::read_to_string(mnt.path().join("f")).unwrap(), "x");
-    // SAFETY: signalling the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child
+}
+
+/// The exit status of `child`, which must come within 30 s (`what` names the expectation).
+fn wait_exit(mut child: std::process::Child, what: &str) -> std::process::ExitStatus {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait()));
-    let status = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("s3mount -f exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect(what)
+        .unwrap()
 }
 
 /// The shipped binary carries no test double: the in-memory and fault-injecting stores are
@@ -375,18 +391,9 @@ fn sigterm_while_busy_unmounts_once_the_last_file_closes() {
     a.put("f", "x");
     let home = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
-    let mut c = s3mount_cmd(&b, home.path());
-    c.arg(a.source()).arg(mnt.path()).arg("-f");
-    let mut child = c
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let _guard = MountGuard(mnt.path().to_path_buf());
+    let child = start_foreground(&b, &a, home.path(), mnt.path());
     let canon = std::fs::canonicalize(mnt.path()).unwrap();
-    wait_until(Duration::from_secs(60), "the mount", || {
-        s3mount::run::is_mountpoint(&canon)
-    });
     let open = std::fs::File::open(mnt.path().join("f")).unwrap();
     // SAFETY: signalling the child we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -396,12 +403,7 @@ fn sigterm_while_busy_unmounts_once_the_last_file_closes() {
     assert_eq!(s, "x");
     assert!(s3mount::run::is_mountpoint(&canon), "busy: still mounted");
     drop(open);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait()));
-    let status = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("s3mount -f exits once the last file closed")
-        .unwrap();
+    let status = wait_exit(child, "s3mount -f exits once the last file closed");
     assert!(status.success(), "{status:?}");
     assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
 }

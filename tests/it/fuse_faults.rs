@@ -101,18 +101,7 @@ fn fuse_an_upload_to_a_server_that_never_answers_fails_close_and_keeps_the_bytes
     let err = closed.expect_err("close must fail when the upload cannot finish");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     // The handle's release tries once more, then keeps the bytes under recovered/.
-    let recovered = cache.path().join("recovered");
-    let start = std::time::Instant::now();
-    let kept = loop {
-        let found: Vec<_> = std::fs::read_dir(&recovered)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        if let Some(p) = found.into_iter().next() {
-            break p;
-        }
-        assert!(start.elapsed() < HANG, "no recovered file\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let kept = wait_recovered(cache.path(), 1, HANG, &m.log()).remove(0);
     assert!(kept.to_string_lossy().ends_with("precious.bin"), "{kept:?}");
     assert!(
         std::fs::read(&kept).unwrap() == data,
@@ -180,22 +169,8 @@ fn fuse_unmount_or_sigterm_right_after_a_failed_close_keeps_the_bytes() {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
-        let recovered = cache.path().join("recovered");
-        let start = std::time::Instant::now();
-        let kept = loop {
-            let found: Vec<_> = std::fs::read_dir(&recovered)
-                .map(|d| d.map(|e| e.unwrap().path()).collect())
-                .unwrap_or_default();
-            if let Some(p) = found.into_iter().next() {
-                break p;
-            }
-            assert!(
-                start.elapsed() < HANG,
-                "{how}: the bytes were lost\n{}",
-                m.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let log = format!("{how}\n{}", m.log());
+        let kept = wait_recovered(cache.path(), 1, HANG, &log).remove(0);
         assert!(
             std::fs::read(&kept).unwrap() == data,
             "{how}: recovered bytes differ"

@@ -7,6 +7,7 @@ use md5::Digest;
 use s3mount::store::ObjectStore;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 fn rw(a: &Area) -> Mount {
     a.mount(&["--read-write", "--metadata-ttl", "0"])
@@ -286,23 +287,9 @@ fn failed_upload_fails_close_and_keeps_the_bytes() {
     let rc = unsafe { libc::close(fd) };
     assert_eq!(rc, -1, "close must fail when the upload fails");
     // The bytes are kept under <cache-dir>/recovered once the handle is released.
-    let recovered = cache.path().join("recovered");
-    let start = std::time::Instant::now();
-    loop {
-        let found: Vec<_> = std::fs::read_dir(&recovered)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        if let Some(p) = found.first() {
-            assert!(p.to_string_lossy().ends_with("precious.txt"));
-            assert_eq!(std::fs::read(p).unwrap(), b"do not lose me");
-            break;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(120),
-            "no recovered file"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let kept = wait_recovered(cache.path(), 1, Duration::from_secs(120), &m.log()).remove(0);
+    assert!(kept.to_string_lossy().ends_with("precious.txt"), "{kept:?}");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"do not lose me");
 }
 
 fn renameat2(from: &std::path::Path, to: &std::path::Path, flags: u32) -> std::io::Result<()> {
@@ -773,23 +760,13 @@ fn fuse_recovered_copies_never_collide_and_are_private() {
             "close fails when the upload fails"
         );
     }
+    let found = wait_recovered(
+        cache.path(),
+        names.len(),
+        Duration::from_secs(120),
+        &m.log(),
+    );
     let recovered = cache.path().join("recovered");
-    let start = std::time::Instant::now();
-    let found = loop {
-        let found: Vec<_> = std::fs::read_dir(&recovered)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        if found.len() >= names.len() {
-            break found;
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(120),
-            "{} of {} recovered: {found:?}",
-            found.len(),
-            names.len()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
     let mut bodies: Vec<String> = found
         .iter()
         .map(|p| {

@@ -528,3 +528,24 @@ pub fn close_checked(f: std::fs::File) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Waits (up to `deadline`) until `<cache>/recovered` holds `n` files; their paths. `context`
+/// (e.g. the daemon's log) goes into the failure message.
+pub fn wait_recovered(cache: &Path, n: usize, deadline: Duration, context: &str) -> Vec<PathBuf> {
+    let recovered = cache.join("recovered");
+    let start = std::time::Instant::now();
+    loop {
+        let found: Vec<PathBuf> = std::fs::read_dir(&recovered)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{} of {n} recovered files after {deadline:?}: the bytes were lost\n{context}",
+            found.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
