@@ -215,22 +215,21 @@ impl<S: ObjectStore> S3Fs<S> {
         self.writes.write(ino, inode, offset, data).await
     }
 
-    /// `close(2)` of a descriptor of `fh` by process `pid`: uploads now if the file changed, so
-    /// the close reports the outcome, unless `pid` is not the process that opened the handle.
-    /// The kernel flushes at every close of every copy of a descriptor, also when a forked child
-    /// exits or execs: uploading then would send a half-written file (and the opener's later
-    /// writes again). What such a flush skips is uploaded by the opener's close, `fsync` or the
-    /// last release.
-    pub async fn flush_from(&self, fh: u64, pid: u32) -> Result<()> {
+    /// `close(2)` of a descriptor of `fh` by process `closer()`: uploads now if the file
+    /// changed, so the close reports the outcome, unless the closer is not the process that
+    /// opened the handle. The kernel flushes at every close of every copy of a descriptor, also
+    /// when a forked child exits or execs: uploading then would send a half-written file (and
+    /// the opener's later writes again). What such a flush skips is uploaded by the opener's
+    /// close, `fsync` or the last release. `closer` is called only for handles opened for
+    /// writing (the close of a read-only file needs no look-up of its process).
+    pub async fn flush_from(&self, fh: u64, closer: impl FnOnce() -> u32) -> Result<()> {
         let h = self.reads.handle(fh)?;
-        if h.opener.is_some_and(|o| o != pid) {
-            tracing::debug!(
-                fh,
-                pid,
-                opener = h.opener,
-                "flush from another process: no upload"
-            );
-            return Ok(());
+        if let Some(opener) = h.opener {
+            let pid = closer();
+            if pid != opener {
+                tracing::debug!(fh, pid, opener, "flush from another process: no upload");
+                return Ok(());
+            }
         }
         self.flush(fh).await
     }

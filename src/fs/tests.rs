@@ -396,10 +396,10 @@ mod writes {
         let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
         let (_, fh) = fs.create_as(ROOT_INO, "f", 0o644, Some(100)).await.unwrap();
         fs.write(fh, 0, b"half").await.unwrap();
-        fs.flush_from(fh, 200).await.unwrap();
+        fs.flush_from(fh, || 200).await.unwrap();
         assert_eq!(store.calls(Op::Put), 0, "the child's close uploads nothing");
         fs.write(fh, 4, b" and the rest").await.unwrap();
-        fs.flush_from(fh, 100).await.unwrap();
+        fs.flush_from(fh, || 100).await.unwrap();
         assert_eq!(store.calls(Op::Put), 1);
         fs.release(fh).await.unwrap();
         let got = store.inner().get_range("f", 0, 17, None).await.unwrap();

@@ -51,8 +51,8 @@ impl<S: ObjectStore> FuseAdapter<S> {
         self.tasks.clone()
     }
 
-    /// flush (`Some(process)`: a close by that process) and fsync (`None`): upload the file
-    /// behind `fh` if it changed, and reply.
+    /// flush (`Some(thread)`: a close by that thread's process) and fsync (`None`): upload the
+    /// file behind `fh` if it changed, and reply.
     fn upload_and_reply(
         &self,
         span: tracing::Span,
@@ -63,7 +63,7 @@ impl<S: ObjectStore> FuseAdapter<S> {
         let core = self.core.clone();
         self.spawn(span, async move {
             let res = match closer {
-                Some(pid) => core.flush_from(fh.0, pid).await,
+                Some(tid) => core.flush_from(fh.0, || process_of(tid)).await,
                 None => core.flush(fh.0).await,
             };
             match res {
@@ -276,7 +276,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.upload_and_reply(
             tracing::debug_span!("flush", ino = ino.0, fh = fh.0),
             fh,
-            Some(process_of(req.pid())),
+            Some(req.pid()),
             reply,
         );
     }

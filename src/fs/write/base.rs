@@ -115,7 +115,7 @@ impl<S: ObjectStore> Writers<S> {
             .buffered(FETCH_PARALLEL);
         while let Some((s, e, got)) = results.next().await {
             let bytes = got?.to_bytes();
-            w.staging.write_at(s, &bytes).await?;
+            w.staging.write_bytes(s, bytes).await?;
             if let Some(base) = &mut w.base {
                 for b in base.blocks(s, e) {
                     base.missing[b] = false;

@@ -116,13 +116,31 @@ impl Staging {
 
     /// Writes `data` at `off`; a gap before it reads as zeros.
     pub async fn write_at(&mut self, off: u64, data: &[u8]) -> io::Result<()> {
+        self.write_inner(off, data, || Bytes::copy_from_slice(data))
+            .await
+    }
+
+    /// [`Staging::write_at`] of bytes already owned: a write to the spill file hands them to
+    /// the blocking pool without a copy.
+    pub async fn write_bytes(&mut self, off: u64, data: Bytes) -> io::Result<()> {
+        let owned = data.clone();
+        self.write_inner(off, &data, move || owned).await
+    }
+
+    /// `owned()` gives the bytes to send to the blocking pool when the file is spilled.
+    async fn write_inner(
+        &mut self,
+        off: u64,
+        data: &[u8],
+        owned: impl FnOnce() -> Bytes,
+    ) -> io::Result<()> {
         let end = off + data.len() as u64;
         if self.file.is_none() && end > self.limit {
             self.spill().await?;
         }
         match &self.file {
             Some((f, _)) => {
-                let (f, data) = (f.clone(), data.to_vec());
+                let (f, data) = (f.clone(), owned());
                 blocking(move || f.write_all_at(&data, off)).await?
             }
             None => {
