@@ -25,6 +25,44 @@ pub enum Command {
     Serve(ServeArgs),
     /// Resolve SOURCE's profile, probe the server and print what it supports, then exit.
     Check(CheckArgs),
+    /// Upload the bytes that mounts of SOURCE could not upload (pending in --cache-dir or kept
+    /// in its recovered/), listing what stays and why.
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RecoverArgs {
+    /// The bucket the bytes belong to, as for mounting: `profile:bucket`, `s3://bucket`, ...
+    pub source: String,
+    /// Only list what is pending or kept; upload nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// Also upload copies of files that were still being written, and replace objects that
+    /// changed on the server since (normally kept, never overwritten).
+    #[arg(long)]
+    pub force: bool,
+    /// The cache directory the mounts used (default as for mounting).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Mount options, comma-separated, as for mounting (profile=, endpoint=, ...).
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+impl RecoverArgs {
+    /// The same settings as mount arguments (the mount point is not used).
+    pub fn to_mount_args(&self) -> MountArgs {
+        MountArgs {
+            source: Some(self.source.clone()),
+            mountpoint: Some(PathBuf::from("/")),
+            options: self.options.clone(),
+            cache_dir: self.cache_dir.clone(),
+            s3: self.s3.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]

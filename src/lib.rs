@@ -9,6 +9,7 @@
 //! - [`fuse`]: the thin fuser adapter.
 //! - [`server`]: `s3mount serve`, the embedded S3-compatible server.
 //! - [`check`]: `s3mount check`, what the server supports.
+//! - [`recover`]: `s3mount recover`, uploading what mounts could not.
 //! - [`run`]: wiring: check the bucket, daemonize, mount, signals.
 //! - [`s3rules`]: S3's listing order and multipart ETag, shared by the server and the test store.
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod fs;
 pub mod fuse;
+pub mod recover;
 pub mod run;
 pub mod s3rules;
 pub mod server;

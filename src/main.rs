@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => {
             s3mount::check::check_main(args).map_err(|e| (e.to_string(), mount_code(&e)))
         }
+        Some(Command::Recover(args)) => {
+            s3mount::recover::recover_main(args).map_err(|e| (e.to_string(), mount_code(&e)))
+        }
         None => s3mount::run::mount_main(cli.mount).map_err(|e| (e.to_string(), mount_code(&e))),
     };
     match res {

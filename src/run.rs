@@ -338,6 +338,20 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
         cfg.fs.clone(),
     ));
     rt.block_on(check_in_time(&cfg, core.check()))?;
+    // What a killed mount of this bucket left in the cache directory, before anything else
+    // can change those objects.
+    match rt.block_on(core.recover_pending()) {
+        Ok(r) if r.uploaded.is_empty() && r.kept.is_empty() => {}
+        Ok(r) => tracing::warn!(
+            uploaded = r.uploaded.len(),
+            kept = r.kept.len(),
+            "finished the uploads of a previous mount that ended abruptly (kept copies are in {}/recovered)",
+            cfg.fs.cache_dir.display()
+        ),
+        Err(e) => {
+            tracing::error!(cache_dir = %cfg.fs.cache_dir.display(), error = %e, "cannot look for the pending uploads of previous mounts; run `s3mount recover` later")
+        }
+    }
 
     let mut options = vec![
         fuser::MountOption::FSName(cfg.source.clone()),

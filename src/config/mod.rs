@@ -38,8 +38,12 @@ pub struct FsOptions {
     /// Where written files spill to disk, and where bytes of failed uploads are kept
     /// (`recovered/`).
     pub cache_dir: PathBuf,
-    /// Bytes of a file being written kept in memory before it spills to `cache_dir`.
+    /// Bytes of a file being written kept in memory before it spills to `cache_dir` (while the
+    /// mount's memory budget has room).
     pub write_buffer: u64,
+    /// The server and bucket (`endpoint bucket`): names this mount's pending uploads in
+    /// `cache_dir`, so a later mount of the same bucket finishes them. Never credentials.
+    pub origin: String,
     /// HEAD every listed file for its stored mode, owner, mtime and symlink-ness (one request
     /// per entry, in parallel); off: listings show the mount's defaults until a lookup.
     pub posix_metadata: bool,
@@ -54,8 +58,9 @@ pub struct FsOptions {
 }
 
 impl FsOptions {
-    /// The share of `cache_size` that in-flight and buffered prefetch may use, across all open
-    /// files. Half: sequential readers need a deep window, and the page cache keeps the rest.
+    /// The share of `cache_size` for file data in flight across all open files: readers'
+    /// prefetched and current parts, and writers' in-memory buffers. Half: sequential readers
+    /// need a deep window, and the page cache keeps the rest.
     pub fn prefetch_budget(&self) -> u64 {
         self.cache_size / 2
     }

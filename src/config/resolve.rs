@@ -542,6 +542,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             Some(v) => parse_size(v)?,
             None => DEFAULT_WRITE_BUFFER,
         },
+        origin: format!("{} {}", s3.endpoint.as_deref().unwrap_or("aws"), s3.bucket),
         posix_metadata: a.posix_metadata,
         multipart: !a.no_multipart && s3.multipart != Some(false),
         multipart_threshold: match &a.multipart_threshold {

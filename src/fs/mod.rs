@@ -124,10 +124,14 @@ impl<S: ObjectStore> S3Fs<S> {
     /// `prefix` is the key prefix mounted as the root: empty or ending with `/`.
     pub fn new(store: Arc<S>, prefix: &str, opts: FsOptions) -> Self {
         let opts = Arc::new(opts);
+        // One budget for the mount's file data in flight: prefetched and fetched parts of the
+        // readers, and the writers' in-memory buffers (KiB permits).
+        let kib = (opts.prefetch_budget() / 1024).min(tokio::sync::Semaphore::MAX_PERMITS as u64);
+        let budget = Arc::new(tokio::sync::Semaphore::new(kib as usize));
         Self {
             ns: Namespace::new(store.clone(), prefix, opts.clone()),
-            reads: Reads::new(store.clone(), &opts),
-            writes: Writers::new(store.clone(), opts.clone()),
+            reads: Reads::new(store.clone(), &opts, budget.clone()),
+            writes: Writers::new(store.clone(), opts.clone(), budget),
             next_fh: AtomicU64::new(1),
             store,
             opts,
@@ -293,6 +297,22 @@ impl<S: ObjectStore> S3Fs<S> {
 
     /// The session ended: keeps on local disk the bytes of every file still open for writing
     /// whose last upload did not succeed (its release never came, or came too late).
+    /// Uploads or keeps what killed mounts of this bucket left in the cache directory (run
+    /// before serving requests).
+    pub async fn recover_pending(&self) -> std::io::Result<write::RecoveryReport> {
+        self.writes.recover().await
+    }
+
+    /// Uploads the copies in `recovered/` of this bucket (`list_only`: only lists them;
+    /// `force`: also half-written files and objects changed since).
+    pub async fn recover_kept(
+        &self,
+        list_only: bool,
+        force: bool,
+    ) -> std::io::Result<write::RecoveryReport> {
+        self.writes.recover_kept(list_only, force).await
+    }
+
     pub async fn shutdown(&self) {
         self.writes.shutdown().await;
     }

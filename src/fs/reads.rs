@@ -42,18 +42,18 @@ pub(super) struct Opened<'a> {
 pub(super) struct Reads<S: ObjectStore> {
     store: Arc<S>,
     pages: PageCache,
-    /// Prefetch memory of the whole mount, in KiB.
+    /// Memory of the whole mount for file data in flight (prefetch, reads, write buffers), in
+    /// KiB: shared with the writers.
     budget: Arc<Semaphore>,
     files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
 }
 
 impl<S: ObjectStore> Reads<S> {
-    pub(super) fn new(store: Arc<S>, opts: &FsOptions) -> Self {
-        let kib = (opts.prefetch_budget() / 1024).min(Semaphore::MAX_PERMITS as u64) as usize;
+    pub(super) fn new(store: Arc<S>, opts: &FsOptions, budget: Arc<Semaphore>) -> Self {
         Self {
             store,
             pages: PageCache::new(opts.page_cache_size()),
-            budget: Arc::new(Semaphore::new(kib)),
+            budget,
             files: Mutex::new(HashMap::new()),
         }
     }

@@ -17,6 +17,7 @@ fn opts() -> FsOptions {
         read_only: true,
         cache_dir: std::env::temp_dir().join("s3mount-core-tests"),
         write_buffer: 1 << 20,
+        origin: "test".into(),
         posix_metadata: false,
         multipart: true,
         multipart_threshold: 64 << 20,
@@ -312,6 +313,7 @@ mod writes {
             read_only: false,
             cache_dir: cache.to_path_buf(),
             write_buffer: 8,
+            origin: "test".into(),
             ..opts()
         }
     }
@@ -520,11 +522,24 @@ mod writes {
         fs.release(fh).await.unwrap();
         let got = store.inner().get_range("p/f", 0, 100, None).await.unwrap();
         assert_eq!(&got.to_bytes()[..], b"spilSs past eight bytes");
-        assert_eq!(
-            std::fs::read_dir(cache.path()).unwrap().count(),
-            0,
-            "spill file removed"
-        );
+        assert!(spill_files(cache.path()).is_empty(), "spill file removed");
+    }
+
+    /// Spill files and journal entries in every session directory under `cache`.
+    fn spill_files(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let Ok(sessions) = std::fs::read_dir(cache.join("sessions")) else {
+            return out;
+        };
+        for s in sessions {
+            for f in std::fs::read_dir(s.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                if p.extension().is_some_and(|x| x == "data" || x == "entry") {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 
     #[tokio::test]
@@ -544,9 +559,153 @@ mod writes {
         let kept: Vec<_> = std::fs::read_dir(cache.path().join("recovered"))
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
             .collect();
         assert_eq!(kept.len(), 1);
         assert_eq!(std::fs::read(&kept[0]).unwrap(), b"important");
+        // What the copy is, for `s3mount recover`: beside it in recovered/.entries.
+        let name = kept[0].file_name().unwrap().to_string_lossy();
+        let entry = crate::fs::write::journal::read_entry(
+            &cache.path().join(format!("recovered/.entries/{name}.json")),
+        )
+        .unwrap();
+        assert_eq!((entry.key.as_str(), entry.size), ("keep.txt", 9));
+        assert!(
+            spill_files(cache.path()).is_empty(),
+            "nothing left in the journal"
+        );
+    }
+
+    /// What a killed mount left (a dead session: its lock released) is finished by the next
+    /// mount of the bucket: an asked-for upload over an unchanged object goes up; a
+    /// half-written file, or one whose object changed since, goes to `recovered/`; a spill
+    /// file without an entry (its bytes were uploaded) is removed; another bucket's session
+    /// is left alone.
+    #[tokio::test]
+    async fn the_next_mount_finishes_or_keeps_what_a_killed_one_left() {
+        use crate::fs::write::journal::{self, Entry, EntryState, Journal};
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::default());
+        for k in ["old", "changed"] {
+            store
+                .put(k, Bytes::from_static(b"v1"), PutOptions::default())
+                .await
+                .unwrap();
+        }
+        let etag = |k: &'static str| {
+            let store = store.clone();
+            async move { store.head(k).await.unwrap().etag }
+        };
+        let (old_etag, changed_etag) = (etag("old").await, etag("changed").await);
+        let dead = Journal::new(cache.path(), "test");
+        let other = Journal::new(cache.path(), "elsewhere");
+        let leave = |j: &Journal, stem: &str, body: &[u8], e: Option<Entry>| {
+            let data = j.session_dir().unwrap().join(format!("{stem}.data"));
+            std::fs::write(&data, body).unwrap();
+            if let Some(mut e) = e {
+                e.size = body.len() as u64;
+                journal::write_entry(&journal::entry_path(&data), &e).unwrap();
+            }
+        };
+        let entry = |key: &str, state, replaces: Option<String>| {
+            let mut e = Entry::new("test", key, state);
+            e.replaces = replaces;
+            e
+        };
+        leave(
+            &dead,
+            "a",
+            b"new file",
+            Some(entry("new", EntryState::Flushing, None)),
+        );
+        leave(
+            &dead,
+            "b",
+            b"v2 of old",
+            Some(entry("old", EntryState::Flushing, old_etag)),
+        );
+        leave(
+            &dead,
+            "c",
+            b"half",
+            Some(entry("half", EntryState::Writing, None)),
+        );
+        store
+            .put("changed", Bytes::from_static(b"v1b"), PutOptions::default())
+            .await
+            .unwrap();
+        leave(
+            &dead,
+            "d",
+            b"mine",
+            Some(entry("changed", EntryState::Flushing, changed_etag)),
+        );
+        leave(&dead, "e", b"saved", None);
+        leave(
+            &other,
+            "f",
+            b"other bucket",
+            Some(entry("x", EntryState::Flushing, None)),
+        );
+        drop(dead);
+        drop(other);
+
+        let fs = S3Fs::new(store.clone(), "", rw_opts(cache.path()));
+        let report = fs.recover_pending().await.unwrap();
+        let mut up = report.uploaded.clone();
+        up.sort();
+        assert_eq!(up, ["new", "old"]);
+        let get = |k: &'static str| {
+            let store = store.clone();
+            async move { store.get_range(k, 0, 100, None).await.unwrap().to_bytes() }
+        };
+        assert_eq!(&get("new").await[..], b"new file");
+        assert_eq!(&get("old").await[..], b"v2 of old");
+        assert_eq!(
+            &get("changed").await[..],
+            b"v1b",
+            "a newer object is not overwritten"
+        );
+        assert!(
+            store.head("half").await.is_err(),
+            "a half-written file is not uploaded"
+        );
+        let mut kept: Vec<_> = report
+            .kept
+            .iter()
+            .map(|(k, p, _)| (k.clone(), std::fs::read(p).unwrap()))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                ("changed".to_string(), b"mine".to_vec()),
+                ("half".to_string(), b"half".to_vec())
+            ]
+        );
+        let left = spill_files(cache.path());
+        assert_eq!(
+            left.len(),
+            2,
+            "only the other bucket's session is left: {left:?}"
+        );
+        assert!(
+            left.iter()
+                .all(|p| std::fs::read_to_string(p).unwrap().contains("other")
+                    || p.extension().unwrap() == "entry")
+        );
+
+        // `s3mount recover --force`: the kept copies go up (the user asks for it).
+        let listed = fs.recover_kept(true, false).await.unwrap();
+        assert_eq!(listed.kept.len(), 2);
+        let again = fs.recover_kept(false, false).await.unwrap();
+        assert!(again.uploaded.is_empty(), "not without force: {again:?}");
+        let forced = fs.recover_kept(false, true).await.unwrap();
+        let mut up = forced.uploaded.clone();
+        up.sort();
+        assert_eq!(up, ["changed", "half"]);
+        assert_eq!(&get("changed").await[..], b"mine");
+        assert!(fs.recover_kept(true, false).await.unwrap().kept.is_empty());
     }
 
     #[tokio::test]
@@ -606,6 +765,7 @@ mod multipart {
             read_only: false,
             cache_dir: cache.to_path_buf(),
             write_buffer: MIB,
+            origin: "test".into(),
             multipart_threshold: 6 * MIB,
             part_size: 5 * MIB,
             ..opts()

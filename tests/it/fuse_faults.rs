@@ -177,3 +177,106 @@ fn fuse_unmount_or_sigterm_right_after_a_failed_close_keeps_the_bytes() {
         );
     }
 }
+
+/// `kill -9` of the daemon right after failed closes (a spilled file and a small one staged in
+/// memory) and while a file is being written: the next mount with the same cache directory
+/// uploads the files whose close had asked for it, keeps the half-written one in `recovered/`
+/// (its log names key and path) and uploads nothing over it; `s3mount recover --force` then
+/// uploads that one.
+#[test]
+fn fuse_kill_9_during_and_after_writes_then_the_next_mount_recovers() {
+    let a = Area::new("fkill");
+    let gate = Gate::start(&a.backend.endpoint);
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap().to_string();
+    let args = ["--cache-dir", c.as_str(), "--write-buffer", "1M"];
+    let m = gated(&a, &gate, &args);
+    let (closed, small, half) = (
+        pseudo_random(3 << 20, 21),
+        pseudo_random(1000, 22),
+        pseudo_random(2 << 20, 23),
+    );
+    // Open and half written: 2 MiB of it on disk past the 1 MiB buffer.
+    let mut h = std::fs::File::create(m.join("half.bin")).unwrap();
+    h.write_all(&half).unwrap();
+    // Uploads are refused: each close fails. A second write handle stays open on each file,
+    // so the daemon dies with the close's bytes not uploaded (no last close has moved them
+    // to recovered/ yet).
+    gate.rule("PUT", Action::SlowDown, None);
+    let mut held = Vec::new();
+    for (name, data) in [("closed.bin", &closed), ("small.txt", &small)] {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(m.join(name))
+                .unwrap()
+        };
+        held.push(open());
+        let mut f = open();
+        f.write_all(data).unwrap();
+        assert!(close_checked(f).is_err(), "{name}: the close fails");
+    }
+    let pid = m.daemon_pid();
+    // SAFETY: killing the daemon of this test's mount.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop((h, held)); // on a dead mount
+    drop(m);
+    gate.clear();
+
+    let m2 = gated(&a, &gate, &args);
+    assert!(
+        a.get("closed.bin") == closed,
+        "the failed close's bytes were uploaded"
+    );
+    assert!(
+        a.get("small.txt") == small,
+        "the in-memory file's bytes were uploaded"
+    );
+    assert!(
+        !m2.join("half.bin").exists(),
+        "a half-written file is not uploaded"
+    );
+    let kept = wait_recovered(cache.path(), 1, HANG, &m2.log());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        std::fs::read(&kept[0]).unwrap() == half,
+        "kept bytes differ"
+    );
+    let log = m2.log();
+    let name = kept[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("half.bin") && l.contains(&name)),
+        "the log names key and path:\n{log}"
+    );
+    drop(m2);
+
+    let recover = |extra: &[&str]| {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = s3mount_cmd(&gate.backend(&a.backend), home.path());
+        cmd.arg("recover")
+            .arg(a.source())
+            .args(["--cache-dir", &c])
+            .args(extra);
+        run_with_deadline(cmd, HANG)
+    };
+    let out = recover(&["--list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("half.bin"), "{text}");
+    let out = recover(&[]);
+    assert!(
+        !out.status.success(),
+        "half-written files stay without --force"
+    );
+    let out = recover(&["--force"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(a.get("half.bin") == half, "recover --force uploaded it");
+    assert!(!kept[0].exists(), "an uploaded copy is removed");
+}

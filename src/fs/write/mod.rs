@@ -5,9 +5,10 @@
 //! Its bytes live in [`staging::Staging`]; `flush` (every `close`) and `fsync` upload the whole
 //! file when it changed: as one PutObject with Content-MD5 up to `--multipart-threshold`, above it
 //! as a multipart upload whose parts a sequential writer already sent while writing
-//! (`multipart.rs`). A failed upload fails that `close` or `fsync`; if the last handle closes
-//! with the upload still failing, the bytes are moved to `<cache-dir>/recovered/` and the log
-//! names the file.
+//! (`multipart.rs`). A failed upload fails that `close` or `fsync`, after its bytes are on disk
+//! and in the journal (`journal.rs`); if the last handle closes with the upload still failing,
+//! the bytes are moved to `<cache-dir>/recovered/` and the log names the file. What a killed
+//! mount left in the journal is finished by the next mount ([`Writers::recover`], `recover.rs`).
 //!
 //! Opening an existing object for writing without `O_TRUNC` fetches nothing up front: `base.rs`
 //! fetches the blocks a write or read needs, and the rest before the upload.
@@ -17,10 +18,13 @@
 //! of joining a state being torn down.
 
 mod base;
+pub mod journal;
 mod multipart;
+mod recover;
 pub mod staging;
 
 pub use multipart::{UPLOAD_SLOTS, upload_slots};
+pub use recover::Report as RecoveryReport;
 
 use super::inode::{Inode, Kind, Stat};
 use super::meta::{self, PosixMeta};
@@ -28,9 +32,10 @@ use super::{Error, Result};
 use crate::config::FsOptions;
 use crate::store::{MAX_OBJECT_SIZE, ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
+use journal::{Entry, EntryState, Journal};
 use md5::Digest;
 use staging::{Source, Staging};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -64,6 +69,14 @@ pub struct WriteState {
     running_md5: Option<md5::Md5>,
     /// Changed since the last successful upload.
     dirty: bool,
+    /// ETag of the object an upload replaces (seen at open, then of our last upload): the
+    /// journal keeps it, so a recovery never overwrites a newer object.
+    replaces: Option<String>,
+    /// What the journal holds for this file's spill file.
+    journaled: Option<EntryState>,
+    /// Stored attributes as of the last upload or journal entry (for entries made where the
+    /// inode is not at hand).
+    headers: BTreeMap<String, String>,
 }
 
 impl WriteState {
@@ -79,6 +92,9 @@ impl WriteState {
             seq_end: len,
             running_md5: (len == 0).then(md5::Md5::new),
             dirty: false,
+            replaces: None,
+            journaled: None,
+            headers: BTreeMap::new(),
         }
     }
 
@@ -117,16 +133,65 @@ pub(crate) struct Writers<S: ObjectStore> {
     states: Mutex<HashMap<u64, WriterSlot>>,
     /// Part uploads in flight across the mount ([`UPLOAD_SLOTS`]).
     upload_slots: Arc<tokio::sync::Semaphore>,
+    /// This mount's spill files and pending uploads in the cache directory.
+    journal: Arc<Journal>,
+    /// The mount's memory budget (KiB) that in-memory write buffers draw from.
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S: ObjectStore> Writers<S> {
-    pub(crate) fn new(store: Arc<S>, opts: Arc<FsOptions>) -> Self {
+    pub(crate) fn new(
+        store: Arc<S>,
+        opts: Arc<FsOptions>,
+        budget: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         Self {
+            journal: Arc::new(Journal::new(&opts.cache_dir, &opts.origin)),
             store,
             opts,
             states: Mutex::new(HashMap::new()),
             upload_slots: upload_slots(),
+            budget,
         }
+    }
+
+    fn staging(&self) -> Staging {
+        Staging::new(
+            self.journal.clone(),
+            self.opts.write_buffer,
+            Some(self.budget.clone()),
+        )
+    }
+
+    /// The journal entry for `w` as it stands.
+    fn entry(&self, w: &WriteState, state: EntryState) -> Entry {
+        let mut e = Entry::new(self.journal.origin(), &w.key, state);
+        e.size = w.staging.len();
+        e.metadata = w.headers.clone();
+        e.replaces = w.replaces.clone();
+        e.complete = w.base.is_none();
+        e
+    }
+
+    /// Puts `w` in the journal as `state` (if its bytes are on disk and the journal does not
+    /// say so already). A spill file whose bytes the journal does not vouch for is lost to a
+    /// crash, so a failure here fails the operation.
+    async fn journal(
+        &self,
+        w: &mut WriteState,
+        inode: Option<&Inode>,
+        state: EntryState,
+    ) -> Result<()> {
+        if !w.staging.spilled() || w.journaled == Some(state) {
+            return Ok(());
+        }
+        if let Some(inode) = inode {
+            w.headers = self.upload_headers(inode).into_iter().collect();
+        }
+        let e = self.entry(w, state);
+        w.staging.record(e).await?;
+        w.journaled = Some(state);
+        Ok(())
     }
 
     /// What the mount shows without headers: nothing is written for these values. A symlink
@@ -167,7 +232,7 @@ impl<S: ObjectStore> Writers<S> {
     /// A new write state for `inode`: empty with `truncate`, else over the object's bytes
     /// (fetched when needed).
     async fn new_state(&self, inode: &Inode, key: &str, truncate: bool) -> Result<WriteState> {
-        let mut staging = Staging::new(&self.opts.cache_dir, self.opts.write_buffer);
+        let mut staging = self.staging();
         let stat = inode.stat();
         let base = if !truncate && stat.size > 0 {
             staging.truncate(stat.size).await?;
@@ -177,6 +242,7 @@ impl<S: ObjectStore> Writers<S> {
         };
         let mut w = WriteState::new(key.to_string(), staging, base);
         w.dirty = truncate;
+        w.replaces = stat.etag.clone();
         Ok(w)
     }
 
@@ -285,9 +351,16 @@ impl<S: ObjectStore> Writers<S> {
         if let Err(fe) = self.fetch_all(g).await {
             tracing::warn!(key = g.key, error = %fe, "parts of the original object could not be fetched; the kept copy has zeros there");
         }
-        let empty = WriteState::new(String::new(), Staging::new(&self.opts.cache_dir, 0), None);
+        let empty = WriteState::new(
+            String::new(),
+            Staging::new(self.journal.clone(), 0, None),
+            None,
+        );
+        let mut entry = self.entry(g, EntryState::Flushing);
+        entry.reason = Some(why.to_string());
+        entry.md5 = g.staging.md5().await.ok().map(hex::encode);
         let state = std::mem::replace(g, empty);
-        match state.staging.persist(&state.key).await {
+        match state.staging.persist(entry).await {
             Ok(p) => tracing::error!(
                 key = state.key,
                 error = why,
@@ -341,6 +414,40 @@ impl<S: ObjectStore> Writers<S> {
         }
         let len = w.staging.len();
         let headers = self.upload_headers(inode);
+        w.headers = headers.clone().into_iter().collect();
+        // A crash from here on leaves an entry the next mount uploads.
+        self.journal(w, None, EntryState::Flushing).await?;
+        let etag = self.send(w, headers).await?;
+        w.dirty = false;
+        // Some servers omit the ETag on PUT: ask, so later reads carry If-Match.
+        let etag = match etag {
+            Some(e) => Some(e),
+            None => self.store.head(&w.key).await.ok().and_then(|i| i.etag),
+        };
+        w.replaces = etag.clone();
+        if w.journaled.take().is_some()
+            && let Err(e) = w.staging.unrecord().await
+        {
+            tracing::warn!(key = w.key, error = %e, "uploaded, but its journal entry could not be removed (the next mount will find the object already replaced and keep a copy)");
+        }
+        inode.set_stat(Stat {
+            size: len,
+            mtime: SystemTime::now(),
+            etag,
+            validated: Some(Instant::now()),
+            meta: inode.stat().meta,
+        });
+        Ok(())
+    }
+
+    /// Sends the whole file (multipart above the threshold when the server has it, else one
+    /// PutObject) with `headers`; the object's ETag when the server gives one.
+    async fn send(
+        &self,
+        w: &mut WriteState,
+        headers: HashMap<String, String>,
+    ) -> Result<Option<String>> {
+        let len = w.staging.len();
         let mut etag = None;
         let mut sent = false;
         if self.multipart_enabled() && len > self.opts.multipart_threshold {
@@ -372,20 +479,7 @@ impl<S: ObjectStore> Writers<S> {
                 }
             };
         }
-        w.dirty = false;
-        // Some servers omit the ETag on PUT: ask, so later reads carry If-Match.
-        let etag = match etag {
-            Some(e) => Some(e),
-            None => self.store.head(&w.key).await.ok().and_then(|i| i.etag),
-        };
-        inode.set_stat(Stat {
-            size: len,
-            mtime: SystemTime::now(),
-            etag,
-            validated: Some(Instant::now()),
-            meta: inode.stat().meta,
-        });
-        Ok(())
+        Ok(etag)
     }
 
     /// The largest file this mount can upload now.
@@ -414,6 +508,8 @@ impl<S: ObjectStore> Writers<S> {
         self.prepare_overwrite(&mut g, offset, end).await?;
         g.staging.write_at(offset, data).await?;
         g.dirty = true;
+        self.journal(&mut g, inode.as_deref(), EntryState::Writing)
+            .await?;
         if let Some(s) = &mut g.session {
             s.touch(offset, end);
         }
@@ -444,7 +540,30 @@ impl<S: ObjectStore> Writers<S> {
             return Ok(());
         };
         let mut g = w.lock().await;
-        self.upload(inode, &mut g).await
+        let res = self.upload(inode, &mut g).await;
+        if res.is_err() {
+            self.secure(&mut g).await;
+        }
+        res
+    }
+
+    /// After a failed upload that the caller is told about: the bytes go to disk and into the
+    /// journal as asked-for, so neither an unmount nor `kill -9` loses them.
+    async fn secure(&self, w: &mut WriteState) {
+        let res = match w.staging.to_disk().await {
+            Ok(()) => {
+                let mut e = self.entry(w, EntryState::Flushing);
+                e.md5 = w.staging.md5().await.ok().map(hex::encode);
+                w.staging.record(e).await.map_err(Error::from)
+            }
+            Err(e) => Err(e.into()),
+        };
+        match res {
+            Ok(()) => w.journaled = Some(EntryState::Flushing),
+            Err(e) => {
+                tracing::error!(key = w.key, error = %e, "the bytes of a failed upload could not be put in the journal; they are in memory only until the last close")
+            }
+        }
     }
 
     /// Cuts or extends `inode` to `size`: through its open write state, else by loading,
@@ -454,7 +573,10 @@ impl<S: ObjectStore> Writers<S> {
             return Err(Error::TooBig);
         }
         if let Some(w) = self.writer(inode.ino) {
-            w.lock().await.truncate(size).await?;
+            let mut g = w.lock().await;
+            g.truncate(size).await?;
+            self.journal(&mut g, Some(inode), EntryState::Writing)
+                .await?;
         } else {
             let mut state = self.new_state(inode, key, size == 0).await?;
             state.truncate(size).await?;

@@ -4,14 +4,20 @@
 //! may be larger than memory. Bytes stay in memory up to a limit (`--write-buffer`), then spill to
 //! a file under the cache directory, which holds every byte from then on. Gaps read as zeros.
 //!
-//! Data safety: when an upload fails, [`Staging::persist`] moves (or writes) the bytes to a named
-//! file under `recovered/`, so the caller can tell the user where they are.
+//! Data safety: a spill file lives in this mount's session directory of the journal
+//! ([`super::journal`]), with an entry beside it while its bytes are not on the server
+//! ([`Staging::record`]). When an upload fails for good, [`Staging::persist`] moves (or writes)
+//! the bytes to a named file under `recovered/`, so the caller can tell the user where they are.
+//!
+//! Memory: bytes in memory hold permits of the mount's memory budget (KiB, shared with the
+//! readers' prefetch); when the budget has none left, the file spills to disk instead of growing.
 //!
 //! Disk I/O (spilling, writes and reads of the spill file, hashing it, keeping it) runs on
 //! tokio's blocking pool, never on an async worker: one large write must not stall unrelated
 //! requests (a `stat`, another file's read) that share the workers. Bytes in memory are copied
 //! in place: a memcpy does not block.
 
+use super::journal::{self, Entry, Journal};
 use bytes::Bytes;
 use md5::Digest;
 use std::fs::File;
@@ -19,6 +25,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes copied per step when hashing or copying a spilled file.
 const COPY_STEP: usize = 1 << 20;
@@ -49,13 +56,21 @@ pub async fn hash_more(mut h: md5::Md5, data: &[u8]) -> Option<md5::Md5> {
 }
 
 pub struct Staging {
-    dir: PathBuf,
+    journal: Arc<Journal>,
     limit: u64,
     mem: Vec<u8>,
+    /// The mount's memory budget (KiB) and the permits `mem`'s capacity holds.
+    budget: Option<Arc<Semaphore>>,
+    held: Option<OwnedSemaphorePermit>,
     /// The spill file (holds all bytes once present) and its path. Shared with part uploads,
     /// which read their bytes from it outside the write lock.
     file: Option<(Arc<File>, PathBuf)>,
     len: u64,
+    /// Whether an entry for the spill file is in the journal.
+    recorded: bool,
+    /// Leave the spill file in place when dropped (a copy adopted from `recovered/` whose
+    /// upload failed stays where the user was told it is).
+    keep_file: bool,
 }
 
 /// What an upload reads from.
@@ -65,15 +80,67 @@ pub enum Source<'a> {
 }
 
 impl Staging {
-    /// `dir`: where a spill file goes; `limit`: bytes kept in memory before spilling.
-    pub fn new(dir: &Path, limit: u64) -> Self {
+    /// `journal`: where a spill file goes; `limit`: bytes kept in memory before spilling, while
+    /// `budget` (KiB permits, shared by the mount) has room for them.
+    pub fn new(journal: Arc<Journal>, limit: u64, budget: Option<Arc<Semaphore>>) -> Self {
         Self {
-            dir: dir.to_path_buf(),
+            journal,
             limit,
             mem: Vec::new(),
+            budget,
+            held: None,
             file: None,
             len: 0,
+            recorded: false,
+            keep_file: false,
         }
+    }
+
+    /// Staging over an existing file of `len` bytes (a leftover of a dead session, or a copy in
+    /// `recovered/`). `keep_file`: the file stays when the staging is dropped.
+    pub fn adopt(
+        journal: Arc<Journal>,
+        path: &Path,
+        len: u64,
+        keep_file: bool,
+    ) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let mut s = Self::new(journal, 0, None);
+        s.file = Some((Arc::new(file), path.to_path_buf()));
+        s.len = len;
+        s.recorded = !keep_file;
+        s.keep_file = keep_file;
+        Ok(s)
+    }
+
+    /// Room in memory for `end` bytes, from the budget: false if the budget has none (the
+    /// caller spills). Capacity grows by doubling (up to the limit), each step paid for.
+    fn reserve(&mut self, end: u64) -> bool {
+        let cap = self.mem.capacity() as u64;
+        if end <= cap {
+            return true;
+        }
+        let target = end.max(cap.saturating_mul(2)).min(self.limit.max(end));
+        if let Some(budget) = &self.budget {
+            let held = self.held.as_ref().map_or(0, |p| p.num_permits()) as u64;
+            let need = target.div_ceil(1024).saturating_sub(held);
+            let Ok(more) = budget
+                .clone()
+                .try_acquire_many_owned(need.min(u32::MAX as u64) as u32)
+            else {
+                return false;
+            };
+            match &mut self.held {
+                Some(p) => p.merge(more),
+                None => self.held = Some(more),
+            }
+        }
+        self.mem
+            .reserve_exact((target as usize).saturating_sub(self.mem.len()));
+        true
     }
 
     pub fn len(&self) -> u64 {
@@ -90,11 +157,16 @@ impl Staging {
     }
 
     async fn spill(&mut self) -> io::Result<()> {
-        let (dir, mem, len) = (self.dir.clone(), std::mem::take(&mut self.mem), self.len);
+        let (journal, mem, len) = (
+            self.journal.clone(),
+            std::mem::take(&mut self.mem),
+            self.len,
+        );
         let (file, path) = blocking(move || {
-            std::fs::create_dir_all(&dir)?;
+            let dir = journal.session_dir()?;
             let tmp = tempfile::Builder::new()
                 .prefix("staging-")
+                .suffix(".data")
                 .tempfile_in(&dir)?;
             let (file, path) = tmp.keep().map_err(|e| e.error)?;
             file.write_all_at(&mem, 0)?;
@@ -103,6 +175,50 @@ impl Staging {
         })
         .await?;
         self.file = Some((Arc::new(file), path));
+        self.held = None; // the memory went back with `mem`
+        Ok(())
+    }
+
+    /// Moves the bytes to disk (a failed upload must not leave them only in memory).
+    pub async fn to_disk(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            self.spill().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes (or replaces) the journal entry of the spill file: these bytes are not on the
+    /// server. Does nothing while the bytes are in memory.
+    pub async fn record(&mut self, entry: Entry) -> io::Result<()> {
+        let Some((_, path)) = &self.file else {
+            return Ok(());
+        };
+        let path = journal::entry_path(path);
+        blocking(move || journal::write_entry(&path, &entry)).await?;
+        self.recorded = true;
+        Ok(())
+    }
+
+    /// Whether the journal holds an entry for these bytes.
+    pub fn recorded(&self) -> bool {
+        self.recorded
+    }
+
+    /// Removes the journal entry: the bytes are on the server.
+    pub async fn unrecord(&mut self) -> io::Result<()> {
+        let Some((_, path)) = &self.file else {
+            return Ok(());
+        };
+        if !self.recorded {
+            return Ok(());
+        }
+        let path = journal::entry_path(path);
+        blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await?;
+        self.recorded = false;
         Ok(())
     }
 
@@ -135,7 +251,7 @@ impl Staging {
         owned: impl FnOnce() -> Bytes,
     ) -> io::Result<()> {
         let end = off + data.len() as u64;
-        if self.file.is_none() && end > self.limit {
+        if self.file.is_none() && (end > self.limit || !self.reserve(end)) {
             self.spill().await?;
         }
         match &self.file {
@@ -156,7 +272,7 @@ impl Staging {
 
     /// Sets the length: shorter drops bytes, longer adds zeros.
     pub async fn truncate(&mut self, len: u64) -> io::Result<()> {
-        if self.file.is_none() && len > self.limit {
+        if self.file.is_none() && (len > self.limit || !self.reserve(len)) {
             self.spill().await?;
         }
         match &self.file {
@@ -222,28 +338,43 @@ impl Staging {
         }
     }
 
-    /// Keeps the bytes after a failed upload: `recovered/<name>` under the staging directory.
-    /// Returns the path to tell the user.
-    pub async fn persist(mut self, name: &str) -> io::Result<PathBuf> {
-        let dir = self.dir.join("recovered");
+    /// Keeps the bytes after a failed upload: `recovered/<name>` under the cache directory,
+    /// with `entry` (what they are) in `recovered/.entries/<name>.json`. Returns the path to
+    /// tell the user.
+    pub async fn persist(mut self, entry: Entry) -> io::Result<PathBuf> {
+        let dir = self.journal.root().join("recovered");
         let (file, mem) = (self.file.take(), std::mem::take(&mut self.mem));
-        let name = name.to_string();
-        blocking(move || Self::keep(dir, &name, file, mem)).await
+        let recorded = std::mem::take(&mut self.recorded);
+        if self.keep_file {
+            // A copy already in `recovered/`: it stays where it is.
+            if let Some((_, p)) = file {
+                return Ok(p);
+            }
+        }
+        blocking(move || {
+            let journal_entry = file.as_ref().map(|(_, p)| journal::entry_path(p));
+            let dest = Self::keep(&dir, &entry.key, file, mem)?;
+            let name = dest.file_name().unwrap_or_default().to_string_lossy();
+            let entries = dir.join(journal::RECOVERED_ENTRIES);
+            journal::private_dir(&entries)?;
+            journal::write_entry(&entries.join(format!("{name}.json")), &entry)?;
+            if let (true, Some(p)) = (recorded, journal_entry) {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(dest)
+        })
+        .await
     }
 
     fn keep(
-        dir: PathBuf,
+        dir: &Path,
         name: &str,
         file: Option<(Arc<File>, PathBuf)>,
         mem: Vec<u8>,
     ) -> io::Result<PathBuf> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
         // Only this user may read what others wrote through the mount.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        journal::private_dir(dir)?;
         let base = recovered_name(name);
         // The bytes go into a file of their own first (the spill file, or a new one for bytes
         // in memory), which then gets its name by a hard link: a name no other copy has
@@ -255,7 +386,7 @@ impl Staging {
                 // Beside `recovered/` (same file system), so that only whole copies are in it.
                 let mut t = tempfile::Builder::new()
                     .prefix("recovering-")
-                    .tempfile_in(dir.parent().unwrap_or(&dir))?;
+                    .tempfile_in(dir.parent().unwrap_or(dir))?;
                 t.write_all(&mem)?;
                 t.as_file().sync_all()?;
                 let (_, p) = t.keep().map_err(|e| e.error)?;
@@ -282,10 +413,15 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        // One unlink (the file's pages are freed by the kernel, not here): cheap enough to run
-        // where the state is dropped.
+        // One or two unlinks (the file's pages are freed by the kernel, not here): cheap enough
+        // to run where the state is dropped.
         if let Some((_, p)) = self.file.take() {
-            let _ = std::fs::remove_file(p);
+            if self.recorded {
+                let _ = std::fs::remove_file(journal::entry_path(&p));
+            }
+            if !self.keep_file {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
@@ -320,6 +456,14 @@ fn recovered_name(key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn journal(dir: &Path) -> Arc<Journal> {
+        Arc::new(Journal::new(dir, "test"))
+    }
+
+    fn entry(key: &str) -> Entry {
+        Entry::new("test", key, journal::EntryState::Flushing)
+    }
+
     fn apply(model: &mut Vec<u8>, off: usize, data: &[u8]) {
         if model.len() < off + data.len() {
             model.resize(off + data.len(), 0);
@@ -330,7 +474,7 @@ mod tests {
     #[tokio::test]
     async fn random_writes_across_the_spill_match_a_model() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Staging::new(dir.path(), 64 << 10);
+        let mut s = Staging::new(journal(dir.path()), 64 << 10, None);
         let mut model = Vec::new();
         let mut x: u64 = 12345;
         for i in 0..200 {
@@ -364,31 +508,63 @@ mod tests {
     #[tokio::test]
     async fn small_files_stay_in_memory_and_spill_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Staging::new(dir.path(), 1 << 20);
+        let mut s = Staging::new(journal(dir.path()), 1 << 20, None);
         s.write_at(0, b"hello").await.unwrap();
         s.write_at(7, b"!").await.unwrap();
         assert!(!s.spilled());
         assert_eq!(&s.read_at(0, 100).await.unwrap()[..], b"hello\0\0!");
         assert!(matches!(s.source(), Source::Memory(b) if &b[..] == b"hello\0\0!"));
-        let mut big = Staging::new(dir.path(), 4);
+        let j = journal(dir.path());
+        let mut big = Staging::new(j.clone(), 4, None);
         big.write_at(0, b"spilled").await.unwrap();
         assert!(big.spilled());
         assert!(matches!(big.source(), Source::File(_, 7)));
+        big.record(entry("k")).await.unwrap();
+        let session = j.session_dir().unwrap();
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".data") || n.ends_with(".entry"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&session).len(), 2, "spill file and its entry");
         drop(big);
+        assert!(names(&session).is_empty(), "spill file and entry removed");
+    }
+
+    /// In-memory bytes take permits of the mount's budget; with none left, the file spills.
+    #[tokio::test]
+    async fn memory_past_the_budget_spills() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Arc::new(Semaphore::new(64)); // 64 KiB
+        let mut a = Staging::new(journal(dir.path()), 1 << 20, Some(budget.clone()));
+        a.write_at(0, &[1u8; 40 << 10]).await.unwrap();
+        assert!(!a.spilled());
+        assert!(budget.available_permits() <= 24);
+        let mut b = Staging::new(journal(dir.path()), 1 << 20, Some(budget.clone()));
+        b.write_at(0, &[2u8; 40 << 10]).await.unwrap();
+        assert!(b.spilled(), "no room left in the budget");
+        a.write_at(40 << 10, &[3u8; 100 << 10]).await.unwrap();
+        assert!(a.spilled(), "growing past the budget spills");
         assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "spill file removed"
+            budget.available_permits(),
+            64,
+            "spilled files hold no memory"
         );
+        assert_eq!(&a.read_at(0, 1).await.unwrap()[..], &[1]);
+        assert_eq!(&a.read_at(50 << 10, 1).await.unwrap()[..], &[3]);
     }
 
     #[tokio::test]
     async fn persist_keeps_the_bytes_under_recovered() {
         let dir = tempfile::tempdir().unwrap();
         for limit in [1 << 20, 2] {
-            let mut s = Staging::new(dir.path(), limit);
+            let mut s = Staging::new(journal(dir.path()), limit, None);
             s.write_at(0, b"precious").await.unwrap();
-            let p = s.persist("dir/file.txt").await.unwrap();
+            let p = s.persist(entry("dir/file.txt")).await.unwrap();
             assert!(p.starts_with(dir.path().join("recovered")));
             assert!(
                 p.file_name()
@@ -414,10 +590,10 @@ mod tests {
             .enumerate()
         {
             for limit in [1 << 20, 2] {
-                let mut s = Staging::new(dir.path(), limit);
+                let mut s = Staging::new(journal(dir.path()), limit, None);
                 let body = format!("{i}-{limit}-{key}");
                 s.write_at(0, body.as_bytes()).await.unwrap();
-                let p = s.persist(key).await.unwrap();
+                let p = s.persist(entry(key)).await.unwrap();
                 assert!(p.file_name().unwrap().len() <= 255, "{p:?}");
                 let mode = std::fs::metadata(&p).unwrap().permissions().mode();
                 assert_eq!(mode & 0o777, 0o600, "{p:?}");

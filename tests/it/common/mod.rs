@@ -207,6 +207,22 @@ impl Area {
             .unwrap_or_default()
     }
 
+    /// The object's bytes (empty if there is none).
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        let full = format!("{}{key}", self.prefix);
+        block_on(async {
+            let size = match self.store.head(&full).await {
+                Ok(i) => i.size,
+                Err(_) => return Vec::new(),
+            };
+            self.store
+                .get_range(&full, 0, size, None)
+                .await
+                .map(|c| c.to_bytes().to_vec())
+                .unwrap_or_default()
+        })
+    }
+
     pub fn put_with(&self, key: &str, data: impl Into<Bytes>, opts: PutOptions) {
         let full = format!("{}{key}", self.prefix);
         block_on(self.store.put(&full, data.into(), opts)).unwrap();
@@ -536,7 +552,11 @@ pub fn wait_recovered(cache: &Path, n: usize, deadline: Duration, context: &str)
     let start = std::time::Instant::now();
     loop {
         let found: Vec<PathBuf> = std::fs::read_dir(&recovered)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
             .unwrap_or_default();
         if found.len() >= n {
             return found;
