@@ -80,7 +80,7 @@ def main():
 
         def mount(extra):
             run.sh([run.BIN, run.BUCKET, mnt] + flags + extra, env=env)
-            return int(run.sh(["pgrep", "-n", "-f", f"s3mount {run.BUCKET} {mnt}"]).stdout.split()[0])
+            return int(run.sh(["pgrep", "-n", "-f", f" {run.BUCKET} {mnt}"]).stdout.split()[0])
 
         # The files to read, written through a mount with default settings.
         mount([])
@@ -108,6 +108,17 @@ def main():
         rows.append((f"peak, {a.readers} readers", status(pid, "VmHWM")))
         time.sleep(2)
         rows.append(("RSS after they closed", status(pid, "VmRSS")))
+        if os.environ.get("MEMBENCH_SMAPS"):
+            print("fds", len(os.listdir(f"/proc/{pid}/fd")), "sockets", sum(1 for f in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{f}").startswith("socket")))
+            print(open(f"/proc/{pid}/status").read())
+            cur, maps = None, []
+            for line in open(f"/proc/{pid}/smaps"):
+                if not line[0].isupper() or line.split()[0].count("-") == 1 and ":" not in line.split()[0]:
+                    cur = line.strip()
+                elif line.startswith("Rss:"):
+                    maps.append((int(line.split()[1]), cur))
+            for kb, m in sorted(maps, reverse=True)[:12]:
+                print(kb, m)
 
         reset_peak(pid)
         os.makedirs(os.path.join(mnt, "w"))

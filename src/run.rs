@@ -232,11 +232,19 @@ fn init_logging(cfg: &MountConfig) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("S3MOUNT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("s3mount={level},warn")));
+    // fuser::session warns at every unmount: its own second unmount of a file system the
+    // kernel already let go (EINVAL). The session ends only once the kernel unmounted, so the
+    // line is noise; its real errors are logged at error level.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("S3MOUNT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("s3mount={level},fuser::session=error,warn"))
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if cfg.foreground && cfg.log_file.is_none() {
-        let _ = builder.with_writer(std::io::stderr).try_init();
+        use std::io::IsTerminal;
+        let _ = builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init();
     } else {
         let path = log_path(cfg);
         if let Some(dir) = path.parent() {

@@ -126,11 +126,13 @@ impl<S: ObjectStore> S3Fs<S> {
         let opts = Arc::new(opts);
         // One budget for the mount's file data in flight: prefetched and fetched parts of the
         // readers, and the writers' in-memory buffers (KiB permits).
-        let kib = (opts.prefetch_budget() / 1024).min(tokio::sync::Semaphore::MAX_PERMITS as u64);
-        let budget = Arc::new(tokio::sync::Semaphore::new(kib as usize));
+        // A quarter of it is the read reserve: what reads wait for once the rest is spent.
+        let kib = (opts.prefetch_budget() / 1024).min(u32::MAX as u64 / 2);
+        let reserve = (kib / 4).max(1);
+        let budget = Arc::new(tokio::sync::Semaphore::new((kib - reserve) as usize));
         Self {
             ns: Namespace::new(store.clone(), prefix, opts.clone()),
-            reads: Reads::new(store.clone(), &opts, budget.clone()),
+            reads: Reads::new(store.clone(), &opts, budget.clone(), reserve as u32),
             writes: Writers::new(store.clone(), opts.clone(), budget),
             next_fh: AtomicU64::new(1),
             store,
@@ -140,6 +142,24 @@ impl<S: ObjectStore> S3Fs<S> {
 
     pub fn options(&self) -> &FsOptions {
         &self.opts
+    }
+
+    /// The key of inode `ino` (with `name`: of that entry in it), for log lines.
+    pub fn describe(&self, ino: u64, name: Option<&std::ffi::OsStr>) -> String {
+        let key = match self.ns.inode(ino) {
+            Ok(i) => self.ns.key(&i),
+            Err(_) => return format!("inode {ino}"),
+        };
+        match name {
+            Some(n) => format!("{key}{}", n.to_string_lossy()),
+            None if key.is_empty() => "/".into(),
+            None => key,
+        }
+    }
+
+    /// File handles open (reading or writing).
+    pub fn open_files(&self) -> usize {
+        self.reads.open_count()
     }
 
     /// Inodes held (root included); for tests of forget.

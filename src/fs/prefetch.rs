@@ -9,10 +9,13 @@
 //! on every sequential read up to [`MAX_WINDOW`]. Any other read is random: the queue is
 //! dropped and only the requested bytes are fetched.
 //!
-//! Memory: prefetched parts hold permits of one semaphore shared by the whole mount (in KiB),
-//! so total prefetch memory is bounded per mount, not per file. A part the current read needs is
-//! fetched without a permit (it is at most one kernel request), so a mount whose budget is held
-//! by idle handles still makes progress instead of deadlocking.
+//! Memory: parts hold permits of one semaphore shared by the whole mount (in KiB, shared with
+//! the writers' in-memory buffers), so memory is bounded per mount, not per file. When the
+//! budget is spent, the part a read needs shrinks to that read's own bytes and waits for a
+//! permit of the mount's read reserve (a second, smaller semaphore). Reserve permits are held
+//! only while a read's own bytes are fetched and handed over (a part wholly consumed leaves the
+//! queue when its read returns), so waiting for one cannot deadlock, and a mount whose budget
+//! idle handles hold still makes progress.
 //!
 //! Consistency: every GET carries `If-Match` with the ETag seen at open, so a reader gets bytes
 //! of one version or an error, never a mix.
@@ -118,10 +121,28 @@ pub struct RandomFetch<S: ObjectStore> {
     etag: Option<Arc<str>>,
     offset: u64,
     end: u64,
+    budget: Arc<Semaphore>,
+    reserve: Option<(Arc<Semaphore>, u32)>,
+}
+
+/// Permits for `kib` of a read's own bytes: from the budget if it has them, else from the
+/// reserve (waiting; at most all of it), else none (no reserve: unbounded, for tests).
+async fn read_permit(
+    budget: &Arc<Semaphore>,
+    reserve: &Option<(Arc<Semaphore>, u32)>,
+    kib: u32,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = budget.clone().try_acquire_many_owned(kib) {
+        return Some(p);
+    }
+    let (r, total) = reserve.as_ref()?;
+    r.clone().acquire_many_owned(kib.min(*total)).await.ok()
 }
 
 impl<S: ObjectStore> RandomFetch<S> {
     pub async fn run(self) -> Result<Bytes, Arc<StoreError>> {
+        let kib = (self.end - self.offset).div_ceil(1024) as u32;
+        let _permit = read_permit(&self.budget, &self.reserve, kib).await;
         self.store
             .get_range(&self.key, self.offset, self.end, self.etag.as_deref())
             .await
@@ -137,6 +158,9 @@ pub struct Reader<S: ObjectStore> {
     etag: Option<Arc<str>>,
     size: u64,
     budget: Arc<Semaphore>,
+    /// The mount's read reserve and its size in KiB (`None`: reads past the budget go
+    /// unpermitted).
+    reserve: Option<(Arc<Semaphore>, u32)>,
     queue: VecDeque<Part>,
     /// End of the last spawned part.
     queued_end: u64,
@@ -167,6 +191,7 @@ impl<S: ObjectStore> Reader<S> {
             etag: etag.map(Into::into),
             size,
             budget,
+            reserve: None,
             queue: VecDeque::new(),
             queued_end: 0,
             next_offset: 0,
@@ -174,6 +199,12 @@ impl<S: ObjectStore> Reader<S> {
             cache: None,
             gets: 0,
         }
+    }
+
+    /// Reads past the budget wait for `reserve` (`kib` permits in all).
+    pub fn with_reserve(mut self, reserve: Arc<Semaphore>, kib: u32) -> Self {
+        self.reserve = Some((reserve, kib));
+        self
     }
 
     /// Sends consumed parts to `cache` and serves reads from it first.
@@ -269,6 +300,8 @@ impl<S: ObjectStore> Reader<S> {
                 etag: self.etag.clone(),
                 offset,
                 end,
+                budget: self.budget.clone(),
+                reserve: self.reserve.clone(),
             });
         }
         Step::Sequential { offset, end }
@@ -292,11 +325,21 @@ impl<S: ObjectStore> Reader<S> {
         if !keep {
             self.reset(offset);
         }
-        // The bytes this read needs come first, without a permit.
+        // The bytes this read needs come first: a part of the window's size while the budget
+        // has room for it, else only this read's bytes, without a permit (bounded by the reads
+        // in flight, so a mount whose budget idle handles hold still makes progress).
         if self.queued_end < end {
-            let part_end =
+            let full =
                 align_up((self.queued_end + self.window.min(MAX_PART)).max(end)).min(self.size);
-            let p = self.spawn(self.queued_end, part_end, None);
+            let kib = (full - self.queued_end).div_ceil(1024) as u32;
+            let (part_end, permit) = match self.budget.clone().try_acquire_many_owned(kib) {
+                Ok(p) => (full, Some(p)),
+                Err(_) => {
+                    let kib = (end - self.queued_end).div_ceil(1024) as u32;
+                    (end, read_permit(&self.budget, &self.reserve, kib).await)
+                }
+            };
+            let p = self.spawn(self.queued_end, part_end, permit);
             self.queue.push_back(p);
             self.queued_end = part_end;
         }
@@ -315,6 +358,12 @@ impl<S: ObjectStore> Reader<S> {
         self.window = (self.window * 2).min(MAX_WINDOW);
 
         let res = self.assemble(offset, end).await;
+        // Parts this read consumed to their end leave now (their permits with them), not at
+        // the next read: an idle handle holds only bytes nobody has read yet.
+        while self.queue.front().is_some_and(|p| p.end <= end) {
+            let p = self.queue.pop_front().unwrap();
+            self.retire(p);
+        }
         if res.is_err() {
             // A failed part cannot be awaited again: start over, so a retry of the read
             // issues fresh GETs (a changed object keeps failing through If-Match).
@@ -424,8 +473,12 @@ mod tests {
         );
         let mut got = Vec::new();
         while got.len() < data.len() {
-            let b = r.read(got.len() as u64, 1 << 20).await.unwrap();
+            let b = r.read(got.len() as u64, 128 << 10).await.unwrap();
             got.extend_from_slice(&b);
+            // Nothing is fetched past what the reads asked for: without budget, a part is
+            // one read's bytes.
+            let held: u64 = r.queue.iter().map(|p| p.end - p.start).sum();
+            assert!(held <= 128 << 10, "{held} bytes held without a permit");
         }
         assert_eq!(got, data);
     }

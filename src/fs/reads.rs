@@ -45,17 +45,30 @@ pub(super) struct Reads<S: ObjectStore> {
     /// Memory of the whole mount for file data in flight (prefetch, reads, write buffers), in
     /// KiB: shared with the writers.
     budget: Arc<Semaphore>,
+    /// Reads past the budget wait for this (KiB; its size beside it).
+    reserve: (Arc<Semaphore>, u32),
     files: Mutex<HashMap<u64, Arc<FileHandle<S>>>>,
 }
 
 impl<S: ObjectStore> Reads<S> {
-    pub(super) fn new(store: Arc<S>, opts: &FsOptions, budget: Arc<Semaphore>) -> Self {
+    pub(super) fn new(
+        store: Arc<S>,
+        opts: &FsOptions,
+        budget: Arc<Semaphore>,
+        reserve_kib: u32,
+    ) -> Self {
         Self {
             store,
             pages: PageCache::new(opts.page_cache_size()),
             budget,
+            reserve: (Arc::new(Semaphore::new(reserve_kib as usize)), reserve_kib),
             files: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// File handles open.
+    pub(super) fn open_count(&self) -> usize {
+        self.files.lock().unwrap().len()
     }
 
     /// Records handle `fh` on `o`.
@@ -67,6 +80,7 @@ impl<S: ObjectStore> Reads<S> {
             o.size,
             self.budget.clone(),
         )
+        .with_reserve(self.reserve.0.clone(), self.reserve.1)
         .with_cache(self.pages.clone());
         self.files.lock().unwrap().insert(
             fh,

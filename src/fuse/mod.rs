@@ -56,6 +56,7 @@ impl<S: ObjectStore> FuseAdapter<S> {
     fn upload_and_reply(
         &self,
         span: tracing::Span,
+        (op, ino): (&'static str, INodeNo),
         fh: FileHandle,
         closer: Option<u32>,
         reply: ReplyEmpty,
@@ -68,7 +69,7 @@ impl<S: ObjectStore> FuseAdapter<S> {
             };
             match res {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, op, ino.0, None, &e)),
             }
         });
     }
@@ -127,12 +128,44 @@ fn file_type(k: Kind) -> FileType {
     }
 }
 
-/// Logs at the error's own level and converts it.
-fn errno(e: &Error) -> Errno {
+/// Gives the heap's free pages back to the kernel (glibc keeps them for reuse) once the mount
+/// has had no open file for [`IDLE_TRIM_DELAY`]: the daemon's RSS returns towards its baseline
+/// when the reading and writing is over, and a script opening files one after another does not
+/// pay for a trim at every close.
+fn return_free_memory_when_idle<S: ObjectStore>(core: Arc<S3Fs<S>>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    if PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(IDLE_TRIM_DELAY).await;
+        PENDING.store(false, Ordering::Release);
+        if core.open_files() == 0 {
+            // SAFETY: malloc_trim only returns free memory; any thread may call it at any time.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+}
+
+/// How long the mount stays without open files before its free heap goes back to the kernel.
+const IDLE_TRIM_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Logs at the error's own level, naming the operation and the file (the object key), and
+/// converts it. The key is looked up only for a line that is logged.
+fn errno<S: ObjectStore>(
+    core: &S3Fs<S>,
+    op: &str,
+    ino: u64,
+    name: Option<&OsStr>,
+    e: &Error,
+) -> Errno {
     if e.is_expected() {
-        tracing::debug!(error = %e);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(op, file = %core.describe(ino, name), error = %e);
+        }
     } else {
-        tracing::warn!(error = %e);
+        tracing::warn!(op, file = %core.describe(ino, name), error = %e, "{op} failed");
     }
     Errno::from_i32(e.errno())
 }
@@ -155,7 +188,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(span, async move {
             match core.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "lookup", parent.0, Some(&name), &e)),
             }
         });
     }
@@ -173,7 +206,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(tracing::debug_span!("getattr", ino = ino.0), async move {
             match core.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "getattr", ino.0, None, &e)),
             }
         });
     }
@@ -197,7 +230,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                     };
                     reply.opened(FileHandle(fh), f)
                 }
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "open", ino.0, None, &e)),
             }
         });
     }
@@ -218,7 +251,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(span, async move {
             match core.read(fh.0, offset, size).await {
                 Ok(b) => reply.data(&b),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "read", ino.0, None, &e)),
             }
         });
     }
@@ -226,7 +259,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -235,9 +268,13 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         let core = self.core.clone();
         self.spawn(tracing::debug_span!("release", fh = fh.0), async move {
-            match core.release(fh.0).await {
+            let res = core.release(fh.0).await;
+            if core.open_files() == 0 {
+                return_free_memory_when_idle(core.clone());
+            }
+            match res {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "release", ino.0, None, &e)),
             }
         });
     }
@@ -260,7 +297,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(span, async move {
             match core.write(fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "write", ino.0, None, &e)),
             }
         });
     }
@@ -275,6 +312,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         self.upload_and_reply(
             tracing::debug_span!("flush", ino = ino.0, fh = fh.0),
+            ("flush", ino),
             fh,
             Some(req.pid()),
             reply,
@@ -292,6 +330,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         // The same as a close's flush: upload the whole file if it changed.
         self.upload_and_reply(
             tracing::debug_span!("fsync", ino = ino.0, fh = fh.0),
+            ("fsync", ino),
             fh,
             None,
             reply,
@@ -324,7 +363,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                         FileHandle(fh),
                         FopenFlags::empty(),
                     ),
-                    Err(e) => reply.error(errno(&e)),
+                    Err(e) => reply.error(errno(&core, "create", parent.0, Some(&name), &e)),
                 }
             },
         );
@@ -363,7 +402,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             };
             match core.setattr(ino.0, ch).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "setattr", ino.0, None, &e)),
             }
         });
     }
@@ -386,7 +425,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             async move {
                 match core.mkdir(parent.0, &name, perm).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                    Err(e) => reply.error(errno(&e)),
+                    Err(e) => reply.error(errno(&core, "mkdir", parent.0, Some(&name), &e)),
                 }
             },
         );
@@ -415,7 +454,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 .await
             {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "rename", parent.0, Some(&name), &e)),
             }
         });
     }
@@ -436,7 +475,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             async move {
                 match core.symlink(parent.0, &name, &target).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                    Err(e) => reply.error(errno(&e)),
+                    Err(e) => reply.error(errno(&core, "symlink", parent.0, Some(&name), &e)),
                 }
             },
         );
@@ -447,7 +486,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         self.spawn(tracing::debug_span!("readlink", ino = ino.0), async move {
             match core.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "readlink", ino.0, None, &e)),
             }
         });
     }
@@ -462,7 +501,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     ) {
         match self.core.link(ino.0, newname) {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(errno(&self.core, "link", ino.0, None, &e)),
         }
     }
 
@@ -474,7 +513,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             async move {
                 match core.unlink(parent.0, &name).await {
                     Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
+                    Err(e) => reply.error(errno(&core, "unlink", parent.0, Some(&name), &e)),
                 }
             },
         );
@@ -488,7 +527,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             async move {
                 match core.rmdir(parent.0, &name).await {
                     Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
+                    Err(e) => reply.error(errno(&core, "rmdir", parent.0, Some(&name), &e)),
                 }
             },
         );
@@ -497,7 +536,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.core.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(errno(&self.core, "opendir", ino.0, None, &e)),
         }
     }
 
@@ -523,7 +562,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             let res = core.readdir(ino.0, fh.0, offset, false, &mut fill).await;
             match res {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "readdir", ino.0, None, &e)),
             }
         });
     }
@@ -553,7 +592,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
             let res = core.readdir(ino.0, fh.0, offset, true, &mut fill).await;
             match res {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(errno(&core, "readdirplus", ino.0, None, &e)),
             }
         });
     }

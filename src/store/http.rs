@@ -1,14 +1,18 @@
-//! The HTTPS client under the SDK when the profile changes how the server's certificate is
-//! checked.
+//! The HTTP(S) client under the SDK: one hyper client over rustls for every profile.
 //!
-//! - Default: the SDK's own client (rustls, the system's roots).
-//! - `ca_bundle` (or `AWS_CA_BUNDLE`): the SDK's client with the bundle's certificates trusted in
-//!   addition to the system's, as the AWS CLI and boto do for private CAs.
-//! - `verify_tls = false`: a hyper client over rustls that accepts any certificate (signatures of
-//!   the handshake are still checked, so the channel is encrypted, but the server is not
-//!   authenticated). The SDK's client has no such switch, hence this small connector.
+//! Why not the SDK's default client: its connection pool keeps every connection it ever opened
+//! until the idle timeout (a burst of 200 lookups left 400 idle connections and ~50 MiB of
+//! their buffers in the daemon), and its trust store cannot pin a certificate. Here:
+//!
+//! - the pool keeps at most [`POOL_IDLE_PER_HOST`] idle connections;
+//! - trust: the system's roots, plus the certificates of `ca_bundle` (or `AWS_CA_BUNDLE`), as
+//!   the AWS CLI and boto do for private CAs. A bundle certificate presented as the server's
+//!   own certificate is trusted as is (still checked for the host name): that is what a
+//!   self-signed certificate made by `openssl req -x509` (CA:TRUE) needs, which webpki alone
+//!   refuses as "a CA used as an end entity";
+//! - `verify_tls = false`: any certificate is accepted (the handshake's signatures are still
+//!   checked, so the channel is encrypted, but the server is not authenticated).
 
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -19,70 +23,96 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// The client for these TLS settings; `None` keeps the SDK's default.
+/// Idle connections kept per server: enough for the mount's parallel parts and prefetch (16
+/// parts in flight per reader, 8 upload slots), few enough that their buffers stay small.
+pub const POOL_IDLE_PER_HOST: usize = 32;
+/// How long an idle connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client for these TLS settings.
 pub fn client(
     verify_tls: bool,
     ca_bundle: Option<&Path>,
     connect_timeout: Duration,
 ) -> Result<Option<SharedHttpClient>, String> {
-    if !verify_tls {
-        return Ok(Some(SharedHttpClient::new(Insecure::new(connect_timeout))));
-    }
-    let Some(path) = ca_bundle else {
-        return Ok(None);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = if verify_tls {
+        let pinned = match ca_bundle {
+            Some(path) => read_bundle(path)?,
+            None => Vec::new(),
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(native_roots().iter().cloned());
+        roots.add_parsable_certificates(pinned.iter().cloned());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| match ca_bundle {
+                Some(p) => format!("cannot use the CA bundle {}: {e}", p.display()),
+                None => format!("no trusted root certificates on this system ({e}); set ca_bundle / AWS_CA_BUNDLE"),
+            })?;
+        Arc::new(Trusting { webpki, pinned })
+    } else {
+        Arc::new(AcceptAny(provider.clone()))
     };
+    Ok(Some(SharedHttpClient::new(Hyper::new(
+        provider,
+        verifier,
+        connect_timeout,
+    ))))
+}
+
+/// The system's root certificates, read once per process.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| {
         format!(
             "cannot read the CA bundle {}: {e}; fix ca_bundle / AWS_CA_BUNDLE",
             path.display()
         )
     })?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the CA bundle {} is not valid PEM ({e}); point ca_bundle / AWS_CA_BUNDLE at a PEM file", path.display()))?;
+    if certs.is_empty() {
         return Err(format!(
             "the CA bundle {} holds no PEM certificate; point ca_bundle / AWS_CA_BUNDLE at a PEM file",
             path.display()
         ));
     }
-    let ctx = TlsContext::builder()
-        .with_trust_store(
-            TrustStore::empty()
-                .with_native_roots(true)
-                .with_pem_certificate(pem),
-        )
-        .build()
-        .map_err(|e| format!("cannot use the CA bundle {}: {e}", path.display()))?;
-    Ok(Some(
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(ctx)
-            .build_https(),
-    ))
+    Ok(certs)
 }
 
-/// HTTPS without authenticating the server (`verify_tls = false`); plain HTTP as usual.
+/// The hyper client, with the verifier the profile asks for.
 #[derive(Clone, Debug)]
-struct Insecure {
+struct Hyper {
     client: Client<hyper_rustls::HttpsConnector<TcpConnector>, SdkBody>,
 }
 
-impl Insecure {
-    fn new(connect_timeout: Duration) -> Self {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+impl Hyper {
+    fn new(
+        provider: Arc<CryptoProvider>,
+        verifier: Arc<dyn ServerCertVerifier>,
+        connect_timeout: Duration,
+    ) -> Self {
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("aws-lc-rs supports the default TLS versions")
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
@@ -94,13 +124,14 @@ impl Insecure {
             .enable_http1()
             .wrap_connector(tcp);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .build(https);
         Self { client }
     }
 }
 
-impl HttpConnector for Insecure {
+impl HttpConnector for Hyper {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let client = self.client.clone();
         HttpConnectorFuture::new(async move {
@@ -120,13 +151,66 @@ impl HttpConnector for Insecure {
     }
 }
 
-impl HttpClient for Insecure {
+impl HttpClient for Hyper {
     fn http_connector(
         &self,
         _settings: &HttpConnectorSettings,
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         SharedHttpConnector::new(self.clone())
+    }
+}
+
+/// The system's roots and the bundle's CAs (webpki), and the bundle's certificates pinned: a
+/// server presenting one of them exactly is trusted for the names it carries.
+#[derive(Debug)]
+struct Trusting {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for Trusting {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, server_name)?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 

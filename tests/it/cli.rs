@@ -342,11 +342,22 @@ fn start_foreground(
     home: &std::path::Path,
     mnt: &std::path::Path,
 ) -> std::process::Child {
+    start_foreground_logging(b, a, home, mnt, std::process::Stdio::null())
+}
+
+/// [`start_foreground`] with the log (stderr) going to `log`.
+fn start_foreground_logging(
+    b: &Backend,
+    a: &Area,
+    home: &std::path::Path,
+    mnt: &std::path::Path,
+    log: impl Into<std::process::Stdio>,
+) -> std::process::Child {
     let mut c = s3mount_cmd(b, home);
     c.arg(a.source()).arg(mnt).arg("-f");
     let child = c
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let canon = std::fs::canonicalize(mnt).unwrap();
@@ -406,6 +417,31 @@ fn sigterm_while_busy_unmounts_once_the_last_file_closes() {
     let status = wait_exit(child, "s3mount -f exits once the last file closed");
     assert!(status.success(), "{status:?}");
     assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
+}
+
+/// A plain unmount logs nothing alarming (fuser's own second unmount of a file system the kernel
+/// already let go answered EINVAL and logged "Failed to umount filesystem" every time).
+#[test]
+fn a_plain_unmount_logs_no_failure() {
+    let server = local_backend();
+    let b = server.backend.clone();
+    let a = Area::with_backend("fgquiet", b.clone());
+    a.put("f", "x");
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let _guard = MountGuard(mnt.path().to_path_buf());
+    let log_path = home.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = start_foreground_logging(&b, &a, home.path(), mnt.path(), log);
+    assert_eq!(std::fs::read_to_string(mnt.path().join("f")).unwrap(), "x");
+    unmount(mnt.path());
+    let status = wait_exit(child, "s3mount -f exits after the unmount");
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR"),
+        "an unmount logged a warning:\n{text}"
+    );
 }
 
 /// Smaller bad inputs, each one line naming the problem (and never a secret): a mount point

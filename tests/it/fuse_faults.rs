@@ -44,6 +44,13 @@ fn fuse_read_from_a_server_that_never_answers_fails_with_eio() {
     let err = within("a read from a silent server", move || std::fs::read(p)).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     assert!(gate.count("GET") >= 2, "the silent GET was retried");
+    // The log line names the operation and the file.
+    let log = m.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("read failed") && l.contains("f.bin")),
+        "{log}"
+    );
     // The server answers again: the same file reads whole.
     gate.clear();
     assert_eq!(std::fs::read(m.join("f.bin")).unwrap(), data);

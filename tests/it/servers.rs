@@ -15,13 +15,27 @@ struct TlsServer {
 
 impl TlsServer {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
             .unwrap();
+        Self::with_cert(ck.cert.pem(), ck.signing_key.serialize_pem())
+    }
+
+    /// A server whose certificate is its own CA (CA:TRUE), as `openssl req -x509` makes one.
+    fn start_ca_as_server() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self::with_cert(cert.pem(), key.serialize_pem())
+    }
+
+    fn with_cert(cert_pem: String, key_pem: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
-        std::fs::write(&cert, ck.cert.pem()).unwrap();
-        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
         let tls = s3mount::server::tls_acceptor(&cert, &key).unwrap();
         Self {
             server: Emulated::start_with_tls("", Some(tls)),
@@ -165,4 +179,29 @@ fn check_reports_what_each_gateway_has() {
     // --read-only probes nothing that writes.
     let (ok, out, _) = check(&full.backend, home.path(), &["--read-only"], &[]);
     assert!(ok && out.contains("not probed (--read-only)"), "{out}");
+}
+
+/// A self-signed certificate that is its own CA (CA:TRUE, what `openssl req -x509` makes), used
+/// as the server's: trusted once it is in the CA bundle; untrusted without it, with a message
+/// that says why. webpki alone refuses a CA as an end entity whatever the trust store holds.
+#[test]
+fn a_ca_true_self_signed_certificate_is_trusted_from_the_bundle() {
+    let s = TlsServer::start_ca_as_server();
+    let home = tempfile::tempdir().unwrap();
+    let cert = s.cert.to_str().unwrap();
+    let (ok, out, err) = check(&s.server.backend, home.path(), &["--ca-bundle", cert], &[]);
+    assert!(ok, "trusted from the bundle: {out}{err}");
+    let (ok, _, err) = check(&s.server.backend, home.path(), &[], &[]);
+    assert!(!ok, "not trusted without the bundle");
+    assert!(err.contains("TLS certificate not trusted"), "{err}");
+    // Another certificate in the bundle does not make this one trusted.
+    let other = TlsServer::start();
+    let other_cert = other.cert.to_str().unwrap();
+    let (ok, _, err) = check(
+        &s.server.backend,
+        home.path(),
+        &["--ca-bundle", other_cert],
+        &[],
+    );
+    assert!(!ok, "{err}");
 }

@@ -462,12 +462,21 @@ impl<S: ObjectStore> Writers<S> {
         }
         if !sent {
             self.fetch_all(w).await?;
+            // Whole-file uploads share the mount's upload slots with part uploads: 64 files
+            // closed at once do not hold 64 request bodies and connections in memory.
+            let _slot = self.upload_slots.acquire().await.ok();
             let opts = PutOptions {
                 content_type: None,
                 metadata: headers,
             };
             etag = match w.staging.source() {
-                Source::Memory(b) => self.store.put(&w.key, b, opts).await?,
+                Source::Memory => {
+                    // Lent, not copied: the upload and staging share the bytes.
+                    let b = w.staging.lend();
+                    let res = self.store.put(&w.key, b.clone(), opts).await;
+                    w.staging.restore(b);
+                    res?
+                }
                 Source::File(path, len) => {
                     let md5 = match &w.running_md5 {
                         Some(h) if w.streaming && w.seq_start == 0 && w.seq_end == len => {

@@ -75,7 +75,8 @@ pub struct Staging {
 
 /// What an upload reads from.
 pub enum Source<'a> {
-    Memory(Bytes),
+    /// The bytes are in memory: [`Staging::lend`] them.
+    Memory,
     File(&'a Path, u64),
 }
 
@@ -334,8 +335,21 @@ impl Staging {
     pub fn source(&self) -> Source<'_> {
         match &self.file {
             Some((_, p)) => Source::File(p, self.len),
-            None => Source::Memory(Bytes::copy_from_slice(&self.mem)),
+            None => Source::Memory,
         }
+    }
+
+    /// The bytes in memory, for an upload, without a copy; [`Staging::restore`] gives them
+    /// back (the upload's clones dropped, they become the buffer again, still uncopied).
+    pub fn lend(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.mem))
+    }
+
+    pub fn restore(&mut self, b: Bytes) {
+        self.mem = match b.try_into_mut() {
+            Ok(m) => m.into(),
+            Err(b) => b.to_vec(),
+        };
     }
 
     /// Keeps the bytes after a failed upload: `recovered/<name>` under the cache directory,
@@ -513,7 +527,13 @@ mod tests {
         s.write_at(7, b"!").await.unwrap();
         assert!(!s.spilled());
         assert_eq!(&s.read_at(0, 100).await.unwrap()[..], b"hello\0\0!");
-        assert!(matches!(s.source(), Source::Memory(b) if &b[..] == b"hello\0\0!"));
+        assert!(matches!(s.source(), Source::Memory));
+        let lent = s.lend();
+        assert_eq!(&lent[..], b"hello\0\0!");
+        let at = lent.as_ptr();
+        s.restore(lent);
+        assert_eq!(s.mem.as_ptr(), at, "given back without a copy");
+        assert_eq!(&s.read_at(0, 100).await.unwrap()[..], b"hello\0\0!");
         let j = journal(dir.path());
         let mut big = Staging::new(j.clone(), 4, None);
         big.write_at(0, b"spilled").await.unwrap();

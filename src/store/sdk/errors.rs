@@ -102,8 +102,12 @@ pub(super) fn completed_anyway<E>(
 
 /// Picks the root cause out of the SDK's long error chain.
 pub(super) fn short_reason(full: &str) -> String {
-    const KNOWN: [(&str, &str); 10] = [
+    const KNOWN: [(&str, &str); 11] = [
         ("Connection refused", "connection refused"),
+        (
+            "CaUsedAsEndEntity",
+            "TLS certificate not trusted (a CA certificate, CA:TRUE, used as the server's: put that very certificate in ca_bundle to trust it)",
+        ),
         ("dns error", "host name not found"),
         ("failed to lookup address", "host name not found"),
         ("timed out", "connection timed out"),
