@@ -232,11 +232,16 @@ fn init_logging(cfg: &MountConfig) {
         2 => "debug",
         _ => "trace",
     };
+    // The SDK logs an ERROR for each retried request whose connection it cannot poison;
+    // harmless (the connection is dropped with the failed request), and one per fault.
+    const POISONING: &str = "aws_smithy_runtime::client::http::connection_poisoning";
     // fuser::session warns at every unmount: its own second unmount of a file system the
     // kernel already let go (EINVAL). The session ends only once the kernel unmounted, so the
     // line is noise; its real errors are logged at error level.
     let filter = tracing_subscriber::EnvFilter::try_from_env("S3MOUNT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("s3mount={level},fuser::session=error,warn"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "s3mount={level},fuser::session=error,{POISONING}=off,warn"
+        ))
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if cfg.foreground && cfg.log_file.is_none() {

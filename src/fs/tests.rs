@@ -911,8 +911,10 @@ mod multipart {
         );
     }
 
-    /// A server that forgot the upload (NoSuchUpload) fails that flush with EIO, not ENOENT,
-    /// and the next flush starts a new upload instead of reusing the dead id.
+    /// A server that forgot the upload (NoSuchUpload) does not fail the flush: the upload
+    /// starts over at once, from the staged bytes, in a new upload (never the dead id). If it
+    /// forgets that one too, the flush fails with EIO (not ENOENT) and the next flush starts
+    /// over again.
     #[tokio::test]
     async fn a_forgotten_upload_is_started_over() {
         let cache = tempfile::tempdir().unwrap();
@@ -921,8 +923,6 @@ mod multipart {
         let (_, fh) = fs.create(ROOT_INO, "again", 0o644).await.unwrap();
         write_all(&fs, fh, &data, 0..11).await;
         store.inner().forget_uploads();
-        let e = fs.flush(fh).await.unwrap_err();
-        assert_eq!(e.errno(), libc::EIO, "{e}");
         let creates = store.calls(Op::CreateMultipart);
         fs.flush(fh).await.unwrap();
         assert_eq!(
@@ -930,8 +930,22 @@ mod multipart {
             creates + 1,
             "a new upload"
         );
-        fs.release(fh).await.unwrap();
         assert!(stored(&fs, "again").await.0 == data);
+
+        let (_, fh2) = fs.create(ROOT_INO, "twice", 0o644).await.unwrap();
+        write_all(&fs, fh2, &data, 0..11).await;
+        store.fail(Op::CompleteMultipart, 2, || StoreError::Service {
+            status: 404,
+            code: Some("NoSuchUpload".into()),
+            message: None,
+        });
+        let e = fs.flush(fh2).await.unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+        fs.flush(fh2).await.unwrap();
+        fs.release(fh2).await.unwrap();
+        fs.release(fh).await.unwrap();
+        assert!(stored(&fs, "twice").await.0 == data);
+        assert_eq!(store.inner().open_uploads(), 0, "dead uploads aborted");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@
 //! - `verify_tls = false`: any certificate is accepted (the handshake's signatures are still
 //!   checked, so the channel is encrypted, but the server is not authenticated).
 
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -21,8 +22,10 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::retry::ErrorKind;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use hyper_util::client::legacy::connect::capture_connection;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -135,19 +138,69 @@ impl HttpConnector for Hyper {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let client = self.client.clone();
         HttpConnectorFuture::new(async move {
-            let request = request
+            let mut request = request
                 .try_into_http1x()
                 .map_err(|e| ConnectorError::user(e.into()))?;
-            let response = client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    ConnectorError::io(e.into())
-                } else {
-                    ConnectorError::other(e.into(), None)
-                }
-            })?;
+            // Lets the SDK poison (not reuse) a connection whose request timed out.
+            let captured = capture_connection(&mut request);
+            if let Some(smithy) = request.extensions().get::<CaptureSmithyConnection>() {
+                smithy.set_connection_retriever(move || {
+                    captured.connection_metadata().as_ref()?;
+                    let captured = captured.clone();
+                    Some(
+                        ConnectionMetadata::builder()
+                            .proxied(false)
+                            .poison_fn(move || {
+                                if let Some(c) = captured.connection_metadata().as_ref() {
+                                    c.poison();
+                                }
+                            })
+                            .build(),
+                    )
+                });
+            }
+            let response = client.request(request).await.map_err(classify)?;
             HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
                 .map_err(|e| ConnectorError::other(e.into(), None))
         })
+    }
+}
+
+/// What kind of failure a hyper error is, for the SDK's retry decision: a connection that
+/// could not be made, was reset or closed, or broke off mid-answer is transient (retried);
+/// a request the client itself refused is not.
+fn classify(e: hyper_util::client::legacy::Error) -> ConnectorError {
+    let connect = e.is_connect();
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+    let mut hyper_err = None;
+    let mut io_err = false;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(boxed.as_ref());
+    while let Some(err) = next {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            hyper_err.get_or_insert(h);
+        }
+        io_err |= err.is::<std::io::Error>();
+        next = err.source();
+    }
+    let (timeout, user, transient, incomplete) = match hyper_err {
+        Some(h) => (
+            h.is_timeout(),
+            h.is_user(),
+            h.is_closed() || h.is_canceled(),
+            h.is_incomplete_message(),
+        ),
+        None => (false, false, false, false),
+    };
+    if timeout {
+        ConnectorError::timeout(boxed)
+    } else if user {
+        ConnectorError::user(boxed)
+    } else if connect || transient || io_err {
+        ConnectorError::io(boxed)
+    } else if incomplete {
+        ConnectorError::other(boxed, Some(ErrorKind::TransientError))
+    } else {
+        ConnectorError::other(boxed, None)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod fuse_fault_suite;
 mod fuse_faults;
 mod fuse_gateways;
 mod fuse_read;

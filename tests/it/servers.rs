@@ -204,4 +204,12 @@ fn a_ca_true_self_signed_certificate_is_trusted_from_the_bundle() {
         &[],
     );
     assert!(!ok, "{err}");
+    // Plain http to this HTTPS server: one line that says so, no Debug dump.
+    let mut plain = s.server.backend.clone();
+    plain.endpoint = plain.endpoint.replace("https://", "http://");
+    let (ok, _, err) = check(&plain, home.path(), &[], &[]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains('}') && !err.contains("Unknown"), "{err}");
+    assert!(err.contains("https://"), "names the likely fix: {err}");
 }

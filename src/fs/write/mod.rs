@@ -74,6 +74,8 @@ pub struct WriteState {
     replaces: Option<String>,
     /// What the journal holds for this file's spill file.
     journaled: Option<EntryState>,
+    /// The last multipart upload failed because the server no longer knows it.
+    upload_forgotten: bool,
     /// Stored attributes as of the last upload or journal entry (for entries made where the
     /// inode is not at hand).
     headers: BTreeMap<String, String>,
@@ -94,6 +96,7 @@ impl WriteState {
             dirty: false,
             replaces: None,
             journaled: None,
+            upload_forgotten: false,
             headers: BTreeMap::new(),
         }
     }
@@ -451,11 +454,22 @@ impl<S: ObjectStore> Writers<S> {
         let mut etag = None;
         let mut sent = false;
         if self.multipart_enabled() && len > self.opts.multipart_threshold {
-            match self.upload_multipart(w, headers.clone()).await {
-                Ok(e) => (etag, sent) = (e, true),
-                // Refused by the server: the same bytes go out as one PutObject below.
-                Err(Error::Store(StoreError::NotImplemented(_))) if len <= MAX_SINGLE_PUT => {}
-                Err(e) => return Err(e),
+            let mut restarted = false;
+            loop {
+                match self.upload_multipart(w, headers.clone()).await {
+                    Ok(e) => (etag, sent) = (e, true),
+                    // Refused by the server: the same bytes go out as one PutObject below.
+                    Err(Error::Store(StoreError::NotImplemented(_))) if len <= MAX_SINGLE_PUT => {}
+                    // The server forgot the upload (restarted, expired): once more, from the
+                    // staged bytes, in a new upload.
+                    Err(e) if std::mem::take(&mut w.upload_forgotten) && !restarted => {
+                        tracing::warn!(key = w.key, error = %e, "starting the upload over from the staged bytes");
+                        restarted = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                break;
             }
         } else if w.session.is_some() {
             self.drop_session(w).await;

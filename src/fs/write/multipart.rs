@@ -307,8 +307,8 @@ impl<S: ObjectStore> Writers<S> {
 
     /// A part upload or the completion failed. The session stays, so the next flush sends only
     /// what is missing and completes, unless the server no longer knows the upload
-    /// (NoSuchUpload: restarted, expired, aborted): then it is dropped and the next flush
-    /// starts a new one.
+    /// (NoSuchUpload: restarted, expired, aborted): then it is dropped, and the upload starts
+    /// over at once in a new one (`Writers::send`).
     async fn failed(&self, w: &mut WriteState, e: StoreError) -> crate::fs::Error {
         let forgotten = match &e {
             StoreError::NotFound => true,
@@ -317,8 +317,9 @@ impl<S: ObjectStore> Writers<S> {
         };
         if forgotten {
             self.drop_session(w).await;
+            w.upload_forgotten = true;
             return crate::fs::Error::Store(StoreError::Other(
-                "the server no longer knows the multipart upload (NoSuchUpload); the next flush starts a new one".into(),
+                "the server no longer knows the multipart upload (NoSuchUpload)".into(),
             ));
         }
         e.into()

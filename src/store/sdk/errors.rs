@@ -102,8 +102,18 @@ pub(super) fn completed_anyway<E>(
 
 /// Picks the root cause out of the SDK's long error chain.
 pub(super) fn short_reason(full: &str) -> String {
-    const KNOWN: [(&str, &str); 11] = [
+    const KNOWN: [(&str, &str); 15] = [
         ("Connection refused", "connection refused"),
+        (
+            "invalid HTTP version parsed",
+            "the server does not speak plain HTTP: is the endpoint https://?",
+        ),
+        ("Connection reset", "connection reset by the server"),
+        (
+            "connection closed before message completed",
+            "the server closed the connection before its answer was complete",
+        ),
+        ("IncompleteMessage", "the server's answer broke off"),
         (
             "CaUsedAsEndEntity",
             "TLS certificate not trusted (a CA certificate, CA:TRUE, used as the server's: put that very certificate in ca_bundle to trust it)",
@@ -132,5 +142,57 @@ pub(super) fn short_reason(full: &str) -> String {
             return said.to_string();
         }
     }
-    full.rsplit(": ").next().unwrap_or(full).to_string()
+    // The chain's last message, without the Debug form of the error the SDK appends in
+    // parentheses (which ends as `Unknown } }))`).
+    let chain = strip_debug_tail(full);
+    let last = chain.rsplit(": ").next().unwrap_or(chain).trim();
+    if last.is_empty() {
+        chain.trim().to_string()
+    } else {
+        last.to_string()
+    }
+}
+
+/// `text` without a final parenthesized group that is a Debug dump (has `{` or `(` inside).
+fn strip_debug_tail(text: &str) -> &str {
+    let t = text.trim_end();
+    if !t.ends_with(')') {
+        return t;
+    }
+    let mut depth = 0i32;
+    for (i, c) in t.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    let inner = &t[i + 1..t.len() - 1];
+                    return if inner.contains('{') || inner.contains('(') {
+                        t[..i].trim_end()
+                    } else {
+                        t
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_the_chain_end_without_the_debug_dump() {
+        let full = "dispatch failure: other: some new failure (DispatchFailure(DispatchFailure { source: ConnectorError { kind: Other(None), source: Custom { kind: Unknown } }))";
+        assert_eq!(short_reason(full), "some new failure");
+        let full = "dispatch failure: io error: tcp connect error: No route to host (os error 113) (DispatchFailure(X { a: 1 }))";
+        assert_eq!(short_reason(full), "No route to host (os error 113)");
+        assert_eq!(
+            short_reason("io error: connection closed before message completed (Foo(Bar))"),
+            "the server closed the connection before its answer was complete"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! A fault gate: a loopback HTTP/1.1 proxy in front of a test server (the embedded one or moto)
 //! that does, per rule, what hostile networks and servers do: pass a request through, answer
-//! `503 SlowDown`, accept it and never answer, or cut the response body after some bytes and then
-//! go silent.
+//! `503 SlowDown` or `404 NoSuchUpload`, accept it and never answer, reset the connection (a
+//! killed server), or cut the response body after some bytes and then go silent or reset. Rules
+//! apply to the next N requests or to every N-th one (a share of the traffic).
 //!
 //! Structure: one upstream connection per request, `Connection: close` both ways, so a rule
 //! applies to exactly one request and its effect is exact. Every request is recorded (method and
@@ -24,13 +25,24 @@ pub enum Action {
     Stall,
     /// Forward, then deliver the answer's headers and this many body bytes, then nothing more.
     CutBody(usize),
+    /// Forward, deliver the headers and this many body bytes, then reset the connection.
+    ResetBody(usize),
+    /// Read the request and reset the connection without an answer (a server killed).
+    Reset,
+    /// Answer `404 NoSuchUpload` (a server that forgot a multipart upload).
+    NoSuchUpload,
 }
 
 struct Rule {
     method: &'static str,
+    /// Only requests whose path and query contain this.
+    path_has: Option<&'static str>,
     action: Action,
     /// How many more requests the rule applies to; `None`: all.
     times: Option<u32>,
+    /// Applies to every `every`-th matching request (1: each one); `matched` counts them.
+    every: u32,
+    matched: u32,
 }
 
 /// One request as the gate saw it.
@@ -43,6 +55,10 @@ pub struct Seen {
     pub content_md5: Option<String>,
     /// Body bytes.
     pub body_len: usize,
+    /// The `Range` header, if sent.
+    pub range: Option<String>,
+    /// What the gate did with it.
+    pub action: Action,
 }
 
 #[derive(Default)]
@@ -101,8 +117,30 @@ impl Gate {
     pub fn rule(&self, method: &'static str, action: Action, times: Option<u32>) {
         self.state.lock().unwrap().rules.push(Rule {
             method,
+            path_has: None,
             action,
             times,
+            every: 1,
+            matched: 0,
+        });
+    }
+
+    /// From now on, `action` for every `every`-th request with `method` whose path and query
+    /// contain `path_has` (a share of the traffic, deterministic).
+    pub fn rule_every(
+        &self,
+        method: &'static str,
+        path_has: Option<&'static str>,
+        action: Action,
+        every: u32,
+    ) {
+        self.state.lock().unwrap().rules.push(Rule {
+            method,
+            path_has,
+            action,
+            times: None,
+            every: every.max(1),
+            matched: 0,
         });
     }
 
@@ -208,25 +246,33 @@ async fn serve(mut conn: TcpStream, upstream: &str, st: &Mutex<State>) -> std::i
     }
     let action = {
         let mut st = st.lock().unwrap();
+        let mut action = Action::Pass;
+        for r in st.rules.iter_mut() {
+            let applies = (r.method == "*" || r.method == method)
+                && r.path_has.is_none_or(|p| path.contains(p))
+                && r.times != Some(0);
+            if !applies {
+                continue;
+            }
+            r.matched += 1;
+            if r.matched % r.every != 0 {
+                continue;
+            }
+            if let Some(t) = &mut r.times {
+                *t -= 1;
+            }
+            action = r.action;
+            break;
+        }
         st.seen.push(Seen {
             method: method.clone(),
             path,
             content_md5: header(&head, "content-md5").map(str::to_string),
             body_len: body.len(),
+            range: header(&head, "range").map(str::to_string),
+            action,
         });
-        let rule = st
-            .rules
-            .iter_mut()
-            .find(|r| (r.method == "*" || r.method == method) && r.times != Some(0));
-        match rule {
-            Some(r) => {
-                if let Some(t) = &mut r.times {
-                    *t -= 1;
-                }
-                r.action
-            }
-            None => Action::Pass,
-        }
+        action
     };
     match action {
         Action::SlowDown => {
@@ -238,12 +284,25 @@ async fn serve(mut conn: TcpStream, upstream: &str, st: &Mutex<State>) -> std::i
             conn.write_all(answer.as_bytes()).await?;
             conn.shutdown().await
         }
+        Action::NoSuchUpload => {
+            let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>";
+            let answer = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+            conn.write_all(answer.as_bytes()).await?;
+            conn.shutdown().await
+        }
+        Action::Reset => {
+            conn.set_zero_linger()?;
+            Ok(())
+        }
         Action::Stall => {
             // Hold the connection open with nothing to say, until the gate drops.
             std::future::pending::<()>().await;
             Ok(())
         }
-        Action::Pass | Action::CutBody(_) => {
+        Action::Pass | Action::CutBody(_) | Action::ResetBody(_) => {
             let mut up = TcpStream::connect(upstream).await?;
             up.write_all(closing(&head).as_bytes()).await?;
             up.write_all(&body).await?;
@@ -252,7 +311,7 @@ async fn serve(mut conn: TcpStream, upstream: &str, st: &Mutex<State>) -> std::i
             };
             conn.write_all(closing(&rhead).as_bytes()).await?;
             let mut budget = match action {
-                Action::CutBody(n) => n,
+                Action::CutBody(n) | Action::ResetBody(n) => n,
                 _ => usize::MAX,
             };
             loop {
@@ -260,6 +319,10 @@ async fn serve(mut conn: TcpStream, upstream: &str, st: &Mutex<State>) -> std::i
                 conn.write_all(&rest[..n]).await?;
                 budget -= n;
                 if budget == 0 {
+                    if let Action::ResetBody(_) = action {
+                        conn.set_zero_linger()?;
+                        return Ok(());
+                    }
                     std::future::pending::<()>().await;
                 }
                 rest.resize(64 << 10, 0);
