@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--write-mib", type=int, default=15)
     ap.add_argument("--cache-size", default="64M")
     ap.add_argument("--extra", default="", help="more s3mount flags")
+    ap.add_argument("--wrap", default="", help="run the measured mount under this command (e.g. heaptrack)")
     ap.add_argument("--binary", help="an s3mount binary to measure (default: a fresh release build)")
     a = ap.parse_args()
     if a.binary:
@@ -78,9 +79,18 @@ def main():
         ep = srv.stdout.readline().split()[1]
         flags = ["--endpoint", ep, "--cache-dir", os.path.join(run.WORK, "cache")]
 
-        def mount(extra):
-            run.sh([run.BIN, run.BUCKET, mnt] + flags + extra, env=env)
-            return int(run.sh(["pgrep", "-n", "-f", f" {run.BUCKET} {mnt}"]).stdout.split()[0])
+        def mount(extra, wrap=()):
+            if wrap:
+                # In the foreground under a profiler (e.g. heaptrack): wait for the mount.
+                subprocess.Popen(list(wrap) + [run.BIN, run.BUCKET, mnt, "-f"] + flags + extra, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for _ in range(300):
+                    if os.path.ismount(mnt):
+                        break
+                    time.sleep(0.1)
+            else:
+                run.sh([run.BIN, run.BUCKET, mnt] + flags + extra, env=env)
+            return int(run.sh(["pgrep", "-n", "-f", f"{run.BIN} {run.BUCKET} {mnt}"]).stdout.split()[0])
 
         # The files to read, written through a mount with default settings.
         mount([])
@@ -90,7 +100,7 @@ def main():
                                 for j in range(i, a.readers, 16)])
         run.sh(["fusermount3", "-u", mnt])
 
-        pid = mount(["--cache-size", a.cache_size] + shlex.split(a.extra))
+        pid = mount(["--cache-size", a.cache_size] + shlex.split(a.extra), shlex.split(a.wrap))
         time.sleep(0.5)
         base = status(pid, "VmRSS")
         rows = [("baseline RSS", base)]
@@ -136,6 +146,7 @@ def main():
         time.sleep(2)
         rows.append(("RSS after they closed", status(pid, "VmRSS")))
         run.sh(["fusermount3", "-u", mnt])
+        time.sleep(1 if not a.wrap else 5)
 
         size = a.cache_size.upper().rstrip("B")
         budget_mib = float(size[:-1]) * {"K": 1 / 1024, "M": 1, "G": 1024}[size[-1]] if size[-1] in "KMG" else float(size) / MIB
