@@ -441,11 +441,14 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
     // an upload, finish before the process ends; then the bytes of every file whose upload
     // never succeeded are kept on local disk.
     tasks.close();
-    tracing::info!(
-        running = tasks.len(),
-        "session ended: finishing the requests still running"
-    );
     let drain = drain_deadline(&cfg);
+    if !tasks.is_empty() {
+        tracing::warn!(
+            running = tasks.len(),
+            "unmounted with requests still running (uploads): waiting up to {}s for them",
+            drain.as_secs()
+        );
+    }
     let drained = rt.block_on(async { tokio::time::timeout(drain, tasks.wait()).await });
     if drained.is_err() {
         tracing::warn!(
