@@ -12,7 +12,6 @@ use super::meta::{self, PosixMeta};
 use super::{Attr, DIR_CONTENT_TYPE, Error, Result, S3Fs, entry_name};
 use crate::store::{ObjectStore, PutOptions, StoreError};
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::time::{Instant, SystemTime};
 
@@ -63,6 +62,7 @@ impl<S: ObjectStore> S3Fs<S> {
             Kind::Dir => meta::dir_mode(0),
             Kind::Symlink => meta::symlink_mode() & !0o7777,
             Kind::File => meta::file_mode(0),
+            Kind::Special(t) => t,
         };
         if let Some(m) = ch.mode {
             st.meta.mode = Some(kind_bits | (m & 0o7777));
@@ -129,12 +129,30 @@ impl<S: ObjectStore> S3Fs<S> {
         name: &(impl AsRef<OsStr> + ?Sized),
         target: &std::path::Path,
     ) -> Result<Attr> {
+        self.symlink_by(parent, name, target, super::Caller::default())
+            .await
+    }
+
+    /// [`S3Fs::symlink`] by `caller`, who owns the link.
+    pub async fn symlink_by(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        target: &std::path::Path,
+        caller: super::Caller,
+    ) -> Result<Attr> {
         let name = entry_name(name.as_ref(), true)?;
         let target = target.to_str().ok_or(Error::InvalidArgument)?;
         let p = self.new_entry(parent, name).await?;
         let key = self.ns.child_key(&p, name);
-        let mut headers = HashMap::new();
-        headers.insert(meta::MODE.to_string(), meta::symlink_mode().to_string());
+        let (uid, gid, _) = self.new_owner(&p, &caller);
+        let owner = PosixMeta {
+            mode: Some(meta::symlink_mode()),
+            uid,
+            gid,
+            ..Default::default()
+        };
+        let headers = owner.to_headers(&self.writes.default_meta(Kind::Symlink));
         let opts = PutOptions {
             content_type: None,
             metadata: headers.clone(),

@@ -24,6 +24,9 @@ pub enum Kind {
     Dir,
     /// An s3fs-style symlink: the body is the target, `mode` has `S_IFLNK`.
     Symlink,
+    /// A FIFO, socket or device (its `S_IFMT` bits): a zero-byte object whose `mode` says
+    /// which (s3fs). The kernel serves its opens; the mount stores only its attributes.
+    Special(u32),
 }
 
 /// What S3 told us about an inode, and when.

@@ -8,6 +8,10 @@
 //! - `uid`, `gid`: decimal.
 //! - symlinks: the body is the target and `mode` has `S_IFLNK` (s3fs); geesefs' header
 //!   `--symlink-target` is read too.
+//! - special files (FIFO, socket, character and block device): a zero-byte object, the type in
+//!   `mode`, the device number in `rdev` (decimal, the kernel's encoding), as s3fs writes them.
+//! - `atime`, `ctime`: as `mtime` (s3fs). Absent, `ctime` is the object's `Last-Modified` (every
+//!   change of data or attributes writes the object anew) and `atime` is `mtime`.
 //!
 //! Writing emits only what differs from the mount's defaults, so untouched objects stay plain.
 
@@ -18,13 +22,26 @@ pub const MTIME: &str = "mtime";
 pub const MODE: &str = "mode";
 pub const UID: &str = "uid";
 pub const GID: &str = "gid";
+pub const ATIME: &str = "atime";
+pub const CTIME: &str = "ctime";
+pub const RDEV: &str = "rdev";
 /// geesefs' symlink header (`x-amz-meta---symlink-target`).
 pub const GEESEFS_SYMLINK: &str = "--symlink-target";
 
-const S_IFMT: u32 = 0o170_000;
-const S_IFREG: u32 = 0o100_000;
-const S_IFDIR: u32 = 0o040_000;
-const S_IFLNK: u32 = 0o120_000;
+pub const S_IFMT: u32 = 0o170_000;
+pub const S_IFREG: u32 = 0o100_000;
+pub const S_IFDIR: u32 = 0o040_000;
+pub const S_IFLNK: u32 = 0o120_000;
+pub const S_IFIFO: u32 = 0o010_000;
+pub const S_IFCHR: u32 = 0o020_000;
+pub const S_IFBLK: u32 = 0o060_000;
+pub const S_IFSOCK: u32 = 0o140_000;
+pub const S_ISGID: u32 = 0o2000;
+
+/// Whether `t` (the `S_IFMT` bits) is a FIFO, socket or device.
+pub fn is_special_type(t: u32) -> bool {
+    matches!(t, S_IFIFO | S_IFCHR | S_IFBLK | S_IFSOCK)
+}
 
 /// POSIX attributes an object's headers carry; `None` where a header is absent or unreadable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +51,10 @@ pub struct PosixMeta {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    pub atime: Option<SystemTime>,
+    pub ctime: Option<SystemTime>,
+    /// Device number of a character or block device.
+    pub rdev: Option<u32>,
     /// Symlink target from a header (geesefs); s3fs symlinks keep it in the body instead.
     pub symlink_target: Option<String>,
 }
@@ -46,8 +67,18 @@ impl PosixMeta {
             mode: h.get(MODE).and_then(|v| parse_mode(v)),
             uid: h.get(UID).and_then(|v| v.trim().parse().ok()),
             gid: h.get(GID).and_then(|v| v.trim().parse().ok()),
+            atime: h.get(ATIME).and_then(|v| parse_mtime(v)),
+            ctime: h.get(CTIME).and_then(|v| parse_mtime(v)),
+            rdev: h.get(RDEV).and_then(|v| v.trim().parse().ok()),
             symlink_target: h.get(GEESEFS_SYMLINK).cloned(),
         }
+    }
+
+    /// The `S_IFMT` bits of a FIFO, socket or device, if the mode says one.
+    pub fn special_type(&self) -> Option<u32> {
+        self.mode
+            .map(|m| m & S_IFMT)
+            .filter(|t| is_special_type(*t))
     }
 
     /// Whether the object is a symlink (s3fs mode bits or the geesefs header).
@@ -87,6 +118,16 @@ impl PosixMeta {
             && Some(g) != defaults.gid
         {
             h.insert(GID.to_string(), g.to_string());
+        }
+        for (name, t) in [(ATIME, self.atime), (CTIME, self.ctime)] {
+            if let Some(t) = t {
+                h.insert(name.to_string(), format_mtime(t));
+            }
+        }
+        if let Some(r) = self.rdev
+            && r != 0
+        {
+            h.insert(RDEV.to_string(), r.to_string());
         }
         h
     }
@@ -190,7 +231,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// one does (rclone writes e.g. `100644`).
 pub fn parse_mode(v: &str) -> Option<u32> {
     let v = v.trim();
-    let valid = |m: u32| matches!(m & S_IFMT, S_IFREG | S_IFDIR | S_IFLNK) && m <= 0o177_777;
+    let valid = |m: u32| {
+        (matches!(m & S_IFMT, S_IFREG | S_IFDIR | S_IFLNK) || is_special_type(m & S_IFMT))
+            && m <= 0o177_777
+    };
     let dec = v.parse::<u32>().ok();
     if let Some(m) = dec
         && valid(m)
@@ -265,6 +309,39 @@ mod tests {
         assert_eq!(m.symlink_target.as_deref(), Some("../x"));
     }
 
+    /// Special files as s3fs-fuse writes them (decimal mode with the type bits; `rdev`), and
+    /// `atime`/`ctime` as `mtime`.
+    #[test]
+    fn special_files_and_times_round_trip() {
+        let h = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        let m = PosixMeta::parse(&h(&[
+            ("mode", "8576"),
+            ("rdev", "259"),
+            ("ctime", "1796143514"),
+        ]));
+        assert_eq!(m.special_type(), Some(S_IFCHR));
+        assert_eq!(m.rdev, Some(259));
+        assert_eq!(
+            m.ctime,
+            Some(UNIX_EPOCH + Duration::from_secs(1_796_143_514))
+        );
+        assert_eq!(
+            PosixMeta::parse(&h(&[("mode", "4480")])).special_type(),
+            Some(S_IFIFO)
+        );
+        assert_eq!(
+            PosixMeta::parse(&h(&[("mode", "33188")])).special_type(),
+            None
+        );
+        let back = PosixMeta::parse(&m.to_headers(&PosixMeta::default()));
+        assert_eq!(back, PosixMeta { mtime: None, ..m });
+    }
+
     #[test]
     fn write_round_trip_only_what_differs() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 42);
@@ -273,7 +350,7 @@ mod tests {
             mode: Some(file_mode(0o600)),
             uid: Some(0),
             gid: Some(5),
-            symlink_target: None,
+            ..Default::default()
         };
         let defaults = PosixMeta {
             uid: Some(0),

@@ -74,9 +74,15 @@ pub struct Attr {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// Device number (character and block devices).
+    pub rdev: u32,
+    /// Links: 2 for a directory, 1 for the rest, 0 once unlinked while open.
+    pub nlink: u32,
 }
 
 /// One directory entry handed to the adapter's filler.
@@ -98,6 +104,15 @@ pub struct StatFs {
     pub ffree: u64,
     pub bsize: u32,
     pub namelen: u32,
+}
+
+/// Who asks for a new entry: its process (see [`OpenMode::opener`]) and its user and group,
+/// who own what it creates (`None`: the mount's owner, `-o uid=`/`gid=`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller {
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// How a file is opened.

@@ -106,11 +106,15 @@ impl<S: ObjectStore> Namespace<S> {
     }
 
     pub(super) fn attr(&self, inode: &Inode, stat: &Stat) -> Attr {
+        let mtime = stat.meta.mtime.unwrap_or(stat.mtime);
         Attr {
             ino: inode.ino,
             kind: inode.kind,
             size: stat.size,
-            mtime: stat.meta.mtime.unwrap_or(stat.mtime),
+            mtime,
+            atime: stat.meta.atime.unwrap_or(mtime),
+            // Every change writes the object anew: without a header, its Last-Modified.
+            ctime: stat.meta.ctime.unwrap_or(stat.mtime).max(mtime),
             perm: match inode.kind {
                 Kind::Symlink => 0o777,
                 _ => stat.meta.perm().unwrap_or(match inode.kind {
@@ -120,6 +124,11 @@ impl<S: ObjectStore> Namespace<S> {
             },
             uid: stat.meta.uid.unwrap_or(self.opts.uid),
             gid: stat.meta.gid.unwrap_or(self.opts.gid),
+            rdev: stat.meta.rdev.unwrap_or(0),
+            nlink: match inode.kind {
+                Kind::Dir => 2,
+                _ => 1,
+            },
         }
     }
 
@@ -209,6 +218,8 @@ impl<S: ObjectStore> Namespace<S> {
                     let stat = self.file_stat(&info);
                     let kind = if stat.meta.is_symlink() {
                         Kind::Symlink
+                    } else if let Some(t) = stat.meta.special_type() {
+                        Kind::Special(t)
                     } else {
                         Kind::File
                     };

@@ -7,12 +7,15 @@
 //! last entry of a directory writes its marker, so the directory does not vanish with it.
 
 use super::inode::{Inode, Kind, Stat};
-use super::{Attr, DIR_CONTENT_TYPE, Error, OpenMode, Result, S3Fs, entry_name, meta};
+use super::{Attr, Caller, DIR_CONTENT_TYPE, Error, OpenMode, Result, S3Fs, entry_name, meta};
 use crate::store::{ObjectStore, PutOptions};
 use bytes::Bytes;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+/// Longest key S3 stores, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
 
 impl<S: ObjectStore> S3Fs<S> {
     pub(super) fn check_writable(&self) -> Result<()> {
@@ -42,16 +45,37 @@ impl<S: ObjectStore> S3Fs<S> {
         perm: u16,
         opener: Option<u32>,
     ) -> Result<(Attr, u64)> {
+        let caller = Caller {
+            pid: opener,
+            ..Default::default()
+        };
+        self.create_by(parent, name, perm, caller).await
+    }
+
+    /// [`S3Fs::create`] by `caller`, who owns the new file.
+    pub async fn create_by(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+        caller: Caller,
+    ) -> Result<(Attr, u64)> {
         self.check_writable()?;
         let name = entry_name(name.as_ref(), true)?;
         let p = self.ns.dir_inode(parent)?;
+        self.check_key_len(&self.ns.child_key(&p, name))?;
+        let (uid, gid, _) = self.new_owner(&p, &caller);
+        let now = SystemTime::now();
         let stat = Stat {
             size: 0,
-            mtime: SystemTime::now(),
+            mtime: now,
             etag: None,
             validated: Some(Instant::now()),
             meta: meta::PosixMeta {
                 mode: Some(meta::file_mode(perm)),
+                mtime: Some(now),
+                uid,
+                gid,
                 ..Default::default()
             },
         };
@@ -59,7 +83,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let mode = OpenMode {
             write: true,
             truncate: true,
-            opener,
+            opener: caller.pid,
         };
         let (fh, _) = self.open(inode.ino, mode).await?;
         Ok((self.ns.attr(&inode, &inode.stat()), fh))
@@ -113,11 +137,84 @@ impl<S: ObjectStore> S3Fs<S> {
     pub(super) async fn new_entry(&self, parent: u64, name: &str) -> Result<Arc<Inode>> {
         self.check_writable()?;
         let p = self.ns.dir_inode(parent)?;
+        self.check_key_len(&self.ns.child_key(&p, name))?;
         match self.lookup_inode(parent, name).await {
             Ok(_) => Err(Error::Exists),
             Err(Error::NotFound) => Ok(p),
             Err(e) => Err(e),
         }
+    }
+
+    /// ENAMETOOLONG for a key S3 cannot hold (1,024 bytes, a directory's trailing `/` included).
+    pub(super) fn check_key_len(&self, key: &str) -> Result<()> {
+        if key.len() + 1 > MAX_KEY_LEN {
+            return Err(Error::NameTooLong);
+        }
+        Ok(())
+    }
+
+    /// The owner of a new entry in `parent` made by `caller` (`None`: the mount's), and whether
+    /// `parent` is set-group-ID: then the entry takes `parent`'s group, and a new directory
+    /// the bit too (POSIX, as local file systems do).
+    pub(super) fn new_owner(
+        &self,
+        parent: &Inode,
+        caller: &Caller,
+    ) -> (Option<u32>, Option<u32>, bool) {
+        let pa = self.ns.attr(parent, &parent.stat());
+        let setgid = u32::from(pa.perm) & meta::S_ISGID != 0;
+        let gid = if setgid { Some(pa.gid) } else { caller.gid };
+        (caller.uid, gid, setgid)
+    }
+
+    /// `mknod(2)`: a regular file (an empty object), or a FIFO, socket or device stored as s3fs
+    /// does: a zero-byte object with the type in `mode` and the device number in `rdev`.
+    /// `mode`: type and permission bits (umask applied).
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        let name = entry_name(name.as_ref(), true)?;
+        let t = match mode & meta::S_IFMT {
+            0 => meta::S_IFREG,
+            t => t,
+        };
+        let kind = match t {
+            meta::S_IFREG => Kind::File,
+            t if meta::is_special_type(t) => Kind::Special(t),
+            _ => return Err(Error::InvalidArgument),
+        };
+        let p = self.new_entry(parent, name).await?;
+        let key = self.ns.child_key(&p, name);
+        let (uid, gid, _) = self.new_owner(&p, &caller);
+        let now = SystemTime::now();
+        let pm = meta::PosixMeta {
+            mode: Some(t | (mode & 0o7777)),
+            mtime: Some(now),
+            uid,
+            gid,
+            rdev: (kind != Kind::File && (t == meta::S_IFCHR || t == meta::S_IFBLK))
+                .then_some(rdev),
+            ..Default::default()
+        };
+        let opts = PutOptions {
+            content_type: None,
+            metadata: pm.to_headers(&self.writes.default_meta(kind)),
+        };
+        let etag = self.store.put(&key, Bytes::new(), opts).await?;
+        let stat = Stat {
+            size: 0,
+            mtime: now,
+            etag,
+            validated: Some(Instant::now()),
+            meta: pm,
+        };
+        let inode = self.ns.added(&p, name, kind, stat.clone());
+        Ok(self.ns.attr(&inode, &stat))
     }
 
     pub async fn mkdir(
@@ -126,11 +223,26 @@ impl<S: ObjectStore> S3Fs<S> {
         name: &(impl AsRef<OsStr> + ?Sized),
         perm: u16,
     ) -> Result<Attr> {
+        self.mkdir_by(parent, name, perm, Caller::default()).await
+    }
+
+    /// [`S3Fs::mkdir`] by `caller`, who owns the new directory.
+    pub async fn mkdir_by(
+        &self,
+        parent: u64,
+        name: &(impl AsRef<OsStr> + ?Sized),
+        perm: u16,
+        caller: Caller,
+    ) -> Result<Attr> {
         let name = entry_name(name.as_ref(), true)?;
         let p = self.new_entry(parent, name).await?;
         let key = format!("{}/", self.ns.child_key(&p, name));
+        let (uid, gid, setgid) = self.new_owner(&p, &caller);
         let mut stat = self.ns.dir_stat();
-        stat.meta.mode = Some(meta::dir_mode(perm));
+        let setgid_bit = if setgid { meta::S_ISGID } else { 0 };
+        stat.meta.mode = Some(meta::dir_mode(perm) | setgid_bit);
+        stat.meta.uid = uid;
+        stat.meta.gid = gid;
         let opts = PutOptions {
             content_type: Some(DIR_CONTENT_TYPE.into()),
             metadata: stat.meta.to_headers(&self.writes.default_meta(Kind::Dir)),

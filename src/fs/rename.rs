@@ -65,7 +65,7 @@ impl<S: ObjectStore> S3Fs<S> {
         let src_key = self.ns.key(&src);
         let new_parent_key = self.ns.key(&np);
         match src.kind {
-            Kind::File | Kind::Symlink => {
+            Kind::File | Kind::Symlink | Kind::Special(_) => {
                 if dst.as_ref().is_some_and(|d| d.kind == Kind::Dir) {
                     return Err(Error::IsDir);
                 }

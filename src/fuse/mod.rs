@@ -6,7 +6,8 @@
 //! as the kernel sent them (`OsStr`); the core decides what is valid. Errors become errno only
 //! through `fs::Error::errno`: this file answers none by itself.
 
-use crate::fs::{Attr, DirEntry, Error, Kind, OpenMode, RenameFlags, S3Fs, SetAttr};
+use crate::fs::meta;
+use crate::fs::{Attr, Caller, DirEntry, Error, Kind, OpenMode, RenameFlags, S3Fs, SetAttr};
 use crate::store::ObjectStore;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -102,21 +103,27 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
         kind: file_type(a.kind),
         perm: a.perm,
-        nlink: match a.kind {
-            Kind::Dir => 2,
-            Kind::File | Kind::Symlink => 1,
-        },
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
+    }
+}
+
+/// The requesting user and group: they own what the request creates.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: None,
+        uid: Some(req.uid()),
+        gid: Some(req.gid()),
     }
 }
 
@@ -125,6 +132,10 @@ fn file_type(k: Kind) -> FileType {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
         Kind::Symlink => FileType::Symlink,
+        Kind::Special(meta::S_IFIFO) => FileType::NamedPipe,
+        Kind::Special(meta::S_IFSOCK) => FileType::Socket,
+        Kind::Special(meta::S_IFCHR) => FileType::CharDevice,
+        Kind::Special(_) => FileType::BlockDevice,
     }
 }
 
@@ -350,12 +361,15 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let core = self.core.clone();
         let ttl = self.ttl;
         let name = name.to_owned();
-        let opener = Some(process_of(req.pid()));
+        let caller = Caller {
+            pid: Some(process_of(req.pid())),
+            ..caller(req)
+        };
         self.spawn(
             tracing::debug_span!("create", ino = parent.0, name = ?name),
             async move {
                 let perm = (mode & !umask & 0o7777) as u16;
-                match core.create_as(parent.0, &name, perm, opener).await {
+                match core.create_by(parent.0, &name, perm, caller).await {
                     Ok((a, fh)) => reply.created(
                         &ttl,
                         &file_attr(&a),
@@ -407,9 +421,35 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         });
     }
 
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        let name = name.to_owned();
+        let mode = mode & !(umask & 0o7777);
+        let caller = caller(req);
+        self.spawn(
+            tracing::debug_span!("mknod", ino = parent.0, name = ?name),
+            async move {
+                match core.mknod(parent.0, &name, mode, rdev, caller).await {
+                    Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                    Err(e) => reply.error(errno(&core, "mknod", parent.0, Some(&name), &e)),
+                }
+            },
+        );
+    }
+
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -420,10 +460,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let ttl = self.ttl;
         let name = name.to_owned();
         let perm = (mode & !umask & 0o7777) as u16;
+        let caller = caller(req);
         self.spawn(
             tracing::debug_span!("mkdir", ino = parent.0, name = ?name),
             async move {
-                match core.mkdir(parent.0, &name, perm).await {
+                match core.mkdir_by(parent.0, &name, perm, caller).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&core, "mkdir", parent.0, Some(&name), &e)),
                 }
@@ -461,7 +502,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &std::path::Path,
@@ -470,10 +511,11 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         let core = self.core.clone();
         let ttl = self.ttl;
         let (name, target) = (link_name.to_owned(), target.to_owned());
+        let caller = caller(req);
         self.spawn(
             tracing::debug_span!("symlink", ino = parent.0, name = ?name),
             async move {
-                match core.symlink(parent.0, &name, &target).await {
+                match core.symlink_by(parent.0, &name, &target, caller).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&core, "symlink", parent.0, Some(&name), &e)),
                 }

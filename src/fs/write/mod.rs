@@ -204,13 +204,13 @@ impl<S: ObjectStore> Writers<S> {
         PosixMeta {
             mode: match kind {
                 Kind::Dir => Some(meta::dir_mode(self.opts.dir_mode)),
-                Kind::Symlink => None,
+                // The type bits are what make these what they are: always written.
+                Kind::Symlink | Kind::Special(_) => None,
                 Kind::File => Some(meta::file_mode(self.opts.file_mode)),
             },
             uid: Some(self.opts.uid),
             gid: Some(self.opts.gid),
-            mtime: None,
-            symlink_target: None,
+            ..Default::default()
         }
     }
 

@@ -569,3 +569,64 @@ pub fn wait_recovered(cache: &Path, n: usize, deadline: Duration, context: &str)
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An s3fs-fuse mount of `a`'s prefix (read-write or read-only), unmounted on drop.
+pub struct S3fsMount {
+    pub dir: tempfile::TempDir,
+    _home: tempfile::TempDir,
+}
+
+impl S3fsMount {
+    pub fn new(a: &Area, writable: bool) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let b = &a.backend;
+        assert!(
+            Command::new("s3fs").arg("--version").output().is_ok(),
+            "s3fs-fuse is needed for the interop tests: apt-get install s3fs (tests/run-all.sh does)"
+        );
+        let m = Self {
+            dir: tempfile::tempdir().unwrap(),
+            _home: tempfile::tempdir().unwrap(),
+        };
+        let pw = m._home.path().join("passwd");
+        std::fs::write(&pw, format!("{}:{}\n", b.access, b.secret)).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = Command::new("s3fs")
+            .arg(format!("{}:/{}", b.bucket, a.prefix.trim_end_matches('/')))
+            .arg(m.dir.path())
+            .arg("-o")
+            .arg(format!(
+                "url={},use_path_request_style,passwd_file={},{},stat_cache_expire=1",
+                b.endpoint,
+                pw.display(),
+                if writable { "rw" } else { "ro" }
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let canon = std::fs::canonicalize(m.dir.path()).unwrap();
+        let start = std::time::Instant::now();
+        while !s3mount::run::is_mountpoint(&canon) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "s3fs did not mount"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+impl Drop for S3fsMount {
+    fn drop(&mut self) {
+        unmount(self.dir.path());
+    }
+}
