@@ -25,12 +25,17 @@ pub struct SetAttr {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
 }
 
 impl SetAttr {
     /// Whether stored attributes (not the size) change.
     fn changes_meta(&self) -> bool {
-        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.mtime.is_some()
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.mtime.is_some()
+            || self.atime.is_some()
     }
 }
 
@@ -75,7 +80,16 @@ impl<S: ObjectStore> S3Fs<S> {
         }
         if ch.mtime.is_some() {
             st.meta.mtime = ch.mtime;
+        } else if st.meta.mtime.is_none() {
+            // The CopyObject that stores the change gives the object a new Last-Modified:
+            // mtime is kept by storing it.
+            st.meta.mtime = Some(st.mtime);
         }
+        if ch.atime.is_some() {
+            st.meta.atime = ch.atime;
+        }
+        // Every change of attributes moves ctime.
+        st.meta.ctime = Some(SystemTime::now());
         inode.set_stat(st.clone());
         st
     }
@@ -96,7 +110,14 @@ impl<S: ObjectStore> S3Fs<S> {
         match self.store.head(&key).await {
             Ok(info) => {
                 let mut headers = info.metadata.clone();
-                for k in [meta::MTIME, meta::MODE, meta::UID, meta::GID] {
+                for k in [
+                    meta::MTIME,
+                    meta::MODE,
+                    meta::UID,
+                    meta::GID,
+                    meta::ATIME,
+                    meta::CTIME,
+                ] {
                     headers.remove(k);
                 }
                 headers.extend(ours);

@@ -157,6 +157,14 @@ impl InodeTable {
             && let Some(e) = m.by_ino.get_mut(&ino)
         {
             if e.inode.kind == kind {
+                let mut stat = stat;
+                if kind == Kind::Dir {
+                    // A directory's times moved by entries made here live only in memory
+                    // (`Namespace::touch_dir`): a fresh lookup does not turn them back.
+                    let old = e.inode.stat();
+                    stat.meta.mtime = stat.meta.mtime.max(old.meta.mtime);
+                    stat.meta.ctime = stat.meta.ctime.max(old.meta.ctime);
+                }
                 e.inode.set_stat(stat);
                 if lookup {
                     e.lookups += 1;

@@ -75,6 +75,7 @@ impl<S: ObjectStore> Namespace<S> {
     /// `name` now exists in `parent` (created here): in the table with a kernel reference.
     pub(super) fn added(&self, parent: &Inode, name: &str, kind: Kind, stat: Stat) -> Arc<Inode> {
         self.negative.remove(parent.ino, name);
+        self.touch_dir(parent.ino);
         self.inodes.upsert(parent, name, kind, stat, true)
     }
 
@@ -82,6 +83,7 @@ impl<S: ObjectStore> Namespace<S> {
     pub(super) fn removed(&self, parent: u64, name: &str) {
         self.inodes.detach(parent, name);
         self.negative.insert(parent, name);
+        self.touch_dir(parent);
     }
 
     /// `ino` moved from `parent/name` to `newparent/newname`.
@@ -89,6 +91,26 @@ impl<S: ObjectStore> Namespace<S> {
         self.inodes.rename(ino, to.0, to.1);
         self.negative.remove(to.0, to.1);
         self.negative.insert(from.0, from.1);
+        self.touch_dir(from.0);
+        self.touch_dir(to.0);
+        if let Some(i) = self.inodes.get(ino) {
+            let mut st = i.stat();
+            st.meta.ctime = Some(SystemTime::now());
+            i.set_stat(st);
+        }
+    }
+
+    /// An entry of directory `ino` was made, removed or renamed: its mtime and ctime move, as
+    /// a local file system's do. Kept for the mount's life, not stored (a marker rewrite per
+    /// change would double the requests of every create).
+    fn touch_dir(&self, ino: u64) {
+        if let Some(d) = self.inodes.get(ino) {
+            let now = SystemTime::now();
+            let mut st = d.stat();
+            st.meta.mtime = Some(now);
+            st.meta.ctime = Some(now);
+            d.set_stat(st);
+        }
     }
 
     /// `inode`'s object exists on the server now (after its upload).
@@ -114,7 +136,12 @@ impl<S: ObjectStore> Namespace<S> {
             mtime,
             atime: stat.meta.atime.unwrap_or(mtime),
             // Every change writes the object anew: without a header, its Last-Modified.
-            ctime: stat.meta.ctime.unwrap_or(stat.mtime).max(mtime),
+            // A stored ctime older than the object's Last-Modified is stale (a later copy).
+            ctime: stat
+                .meta
+                .ctime
+                .map_or(stat.mtime, |c| c.max(stat.mtime))
+                .max(mtime),
             perm: match inode.kind {
                 Kind::Symlink => 0o777,
                 _ => stat.meta.perm().unwrap_or(match inode.kind {

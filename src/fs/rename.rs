@@ -10,7 +10,7 @@
 //! supported (EINVAL): two objects cannot be swapped atomically on S3.
 
 use super::inode::Kind;
-use super::{Error, Result, S3Fs, entry_name};
+use super::{Error, Result, S3Fs, entry_name, meta};
 use crate::store::ObjectStore;
 use futures::StreamExt;
 use std::ffi::OsStr;
@@ -70,9 +70,22 @@ impl<S: ObjectStore> S3Fs<S> {
                     return Err(Error::IsDir);
                 }
                 let new_key = format!("{new_parent_key}{newname}");
+                self.check_key_len(&new_key)?;
                 self.writes.move_key(&src, &new_key).await?;
-                self.store.copy(&src_key, &new_key, None).await?;
+                let st = src.stat();
+                let mtime = st.meta.mtime.unwrap_or(st.mtime);
+                copy_keeping_mtime(
+                    &*self.store,
+                    &src_key,
+                    &new_key,
+                    mtime,
+                    st.meta.mtime.is_some(),
+                )
+                .await?;
                 self.store.delete(&src_key).await?;
+                let mut st = src.stat();
+                st.meta.mtime = Some(mtime);
+                src.set_stat(st);
             }
             Kind::Dir => {
                 let new_prefix = format!("{new_parent_key}{newname}/");
@@ -106,7 +119,8 @@ impl<S: ObjectStore> S3Fs<S> {
             let page = self.store.list(from, None, start.as_deref(), 1000).await?;
             for o in page.objects {
                 bytes += o.size;
-                keys.push(o.key);
+                let lm = o.last_modified.unwrap_or(std::time::UNIX_EPOCH);
+                keys.push((o.key, lm));
             }
             if keys.len() > DIR_RENAME_MAX_OBJECTS || bytes > DIR_RENAME_MAX_BYTES {
                 tracing::warn!(
@@ -123,18 +137,19 @@ impl<S: ObjectStore> S3Fs<S> {
             }
         }
         let (store, to_owned, cut) = (self.store.clone(), to.to_string(), from.len());
-        let copies: Vec<_> = futures::stream::iter(keys.clone().into_iter().map(move |src| {
-            let store = store.clone();
-            let dst = format!("{to_owned}{}", &src[cut..]);
-            async move { store.copy(&src, &dst, None).await }
-        }))
-        .buffer_unordered(RENAME_PARALLEL)
-        .collect()
-        .await;
+        let copies: Vec<_> =
+            futures::stream::iter(keys.clone().into_iter().map(move |(src, lm)| {
+                let store = store.clone();
+                let dst = format!("{to_owned}{}", &src[cut..]);
+                async move { copy_keeping_mtime(&*store, &src, &dst, lm, false).await }
+            }))
+            .buffer_unordered(RENAME_PARALLEL)
+            .collect()
+            .await;
         for c in copies {
             c?;
         }
-        if !keys.iter().any(|k| k == from) {
+        if !keys.iter().any(|(k, _)| k == from) {
             // An implicit directory: make sure the new one exists even if it is empty.
             let opts = crate::store::PutOptions {
                 content_type: Some(super::DIR_CONTENT_TYPE.into()),
@@ -143,7 +158,7 @@ impl<S: ObjectStore> S3Fs<S> {
             self.store.put(to, bytes::Bytes::new(), opts).await?;
         }
         let store = self.store.clone();
-        let deletes: Vec<_> = futures::stream::iter(keys.into_iter().map(move |k| {
+        let deletes: Vec<_> = futures::stream::iter(keys.into_iter().map(move |(k, _)| {
             let store = store.clone();
             async move { store.delete(&k).await }
         }))
@@ -155,4 +170,30 @@ impl<S: ObjectStore> S3Fs<S> {
         }
         Ok(())
     }
+}
+
+/// Copies `src` to `dst` so that the copy keeps `mtime` (a copy gets a new Last-Modified): as it
+/// is when `stored` (an `x-amz-meta-mtime` header is there) or the object says so on a HEAD;
+/// else with the headers replaced by the same ones plus `mtime`.
+async fn copy_keeping_mtime<S: ObjectStore>(
+    store: &S,
+    src: &str,
+    dst: &str,
+    mtime: std::time::SystemTime,
+    stored: bool,
+) -> crate::store::StoreResult<Option<String>> {
+    if stored {
+        return store.copy(src, dst, None).await;
+    }
+    let info = store.head(src).await?;
+    if info.metadata.contains_key(meta::MTIME) {
+        return store.copy(src, dst, None).await;
+    }
+    let mut metadata = info.metadata;
+    metadata.insert(meta::MTIME.to_string(), meta::format_mtime(mtime));
+    let opts = crate::store::PutOptions {
+        content_type: info.content_type,
+        metadata,
+    };
+    store.copy(src, dst, Some(opts)).await
 }

@@ -118,6 +118,13 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+fn at(t: TimeOrNow) -> std::time::SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => std::time::SystemTime::now(),
+    }
+}
+
 /// The requesting user and group: they own what the request creates.
 fn caller(req: &Request) -> Caller {
     Caller {
@@ -391,7 +398,7 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
         _fh: Option<FileHandle>,
@@ -409,10 +416,8 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 mode,
                 uid,
                 gid,
-                mtime: mtime.map(|t| match t {
-                    TimeOrNow::SpecificTime(t) => t,
-                    TimeOrNow::Now => std::time::SystemTime::now(),
-                }),
+                mtime: mtime.map(at),
+                atime: atime.map(at),
             };
             match core.setattr(ino.0, ch).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),

@@ -109,3 +109,189 @@ fn fuse_special_files_are_stored_as_s3fs_does_and_read_both_ways() {
     assert!(md.file_type().is_fifo(), "s3fs's FIFO reads as a FIFO here");
     assert_eq!(md.mode() & 0o7777, 0o600);
 }
+
+/// Runs `cmd` in sh as `uid`:`gid` (no supplementary groups); its success.
+fn as_user(uid: u32, gid: u32, cmd: &str) -> bool {
+    std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "sh",
+            "-c",
+            cmd,
+        ])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// With allow_other, what another user creates is theirs (file, directory, symlink, FIFO), kept
+/// across a remount; chmod and chown follow POSIX for non-root callers (the owner may chmod,
+/// nobody else; only root gives a file away); under a set-group-ID directory new entries take
+/// its group and new directories its setgid bit.
+#[test]
+fn fuse_new_entries_belong_to_their_creator() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Area::new("powner");
+    let args = ["--read-write", "--metadata-ttl", "0", "-o", "allow_other"];
+    let m = a.mount(&args);
+    let d = m.join("shared");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ds = d.display();
+    assert!(as_user(
+        1000,
+        1000,
+        &format!("set -e; echo x > {ds}/f; mkdir {ds}/sub; ln -s f {ds}/l; mkfifo {ds}/p")
+    ));
+    let owner = |p: &str| {
+        let md = std::fs::symlink_metadata(d.join(p)).unwrap();
+        (md.uid(), md.gid())
+    };
+    for p in ["f", "sub", "l", "p"] {
+        assert_eq!(owner(p), (1000, 1000), "{p}");
+    }
+    assert!(
+        as_user(1000, 1000, &format!("chmod 600 {ds}/f")),
+        "the owner may chmod"
+    );
+    assert!(
+        !as_user(1001, 1001, &format!("chmod 644 {ds}/f")),
+        "others may not"
+    );
+    assert!(
+        !as_user(1000, 1000, &format!("chown 1001 {ds}/f")),
+        "only root gives a file away"
+    );
+    assert_eq!(
+        std::fs::metadata(d.join("f")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    // A set-group-ID directory: new entries take its group, directories its bit too.
+    let g = m.join("setgid");
+    std::fs::create_dir(&g).unwrap();
+    std::os::unix::fs::chown(&g, None, Some(50)).unwrap();
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    let gs = g.display();
+    assert!(as_user(
+        1000,
+        1000,
+        &format!("set -e; touch {gs}/f; mkdir {gs}/sub")
+    ));
+    let f = std::fs::metadata(g.join("f")).unwrap();
+    assert_eq!((f.uid(), f.gid()), (1000, 50));
+    let sub = std::fs::metadata(g.join("sub")).unwrap();
+    assert_eq!(sub.gid(), 50);
+    assert!(
+        sub.mode() & 0o2000 != 0,
+        "a new directory inherits the setgid bit"
+    );
+    drop(m);
+    let m = a.mount(&args);
+    let md = std::fs::symlink_metadata(m.join("shared/f")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (1000, 1000, 0o600),
+        "after a remount"
+    );
+    let md = std::fs::symlink_metadata(m.join("shared/sub")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (1000, 1000),
+        "a directory's owner after a remount"
+    );
+}
+
+fn times(p: &std::path::Path) -> (i64, i64, i64, i64) {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    let ns = |s: i64, n: i64| s * 1_000_000_000 + n;
+    (
+        ns(md.atime(), md.atime_nsec()),
+        ns(md.mtime(), md.mtime_nsec()),
+        ns(md.ctime(), md.ctime_nsec()),
+        md.mtime(),
+    )
+}
+
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The time rules: a write after an explicit mtime moves mtime; atime set by utimens is kept
+/// and reads do not move it; every change of data or attributes moves ctime; rename keeps
+/// mtime to the nanosecond (also of an object written by another tool, with no mtime header);
+/// a directory's mtime and ctime move when entries are made or removed in it. Checked with
+/// the metadata TTL at 0 (every stat asks the server) and after a remount.
+#[test]
+fn fuse_times_follow_posix() {
+    let a = Area::new("ptimes");
+    a.put("foreign", "from another tool");
+    let m = rw(&a);
+    let f = m.join("f");
+    let fs = f.display();
+    sh(&format!("echo a > {fs}; touch -m -d 2001-09-09 {fs}"));
+    assert_eq!(times(&f).3, 999_993_600, "explicit mtime");
+    let before = times(&f);
+    sh(&format!("echo b >> {fs}"));
+    let after = times(&f);
+    assert!(
+        after.3 > 1_700_000_000,
+        "a write after an explicit time moves mtime"
+    );
+    assert!(after.2 > before.2, "and ctime");
+    // atime: set, kept, not moved by reads.
+    sh(&format!("touch -a -d 2002-02-02 {fs}"));
+    let t = times(&f);
+    assert_eq!(t.0 / 1_000_000_000, 1_012_608_000);
+    std::fs::read(&f).unwrap();
+    assert_eq!(times(&f).0, t.0, "a read does not move atime");
+    // chmod moves ctime, not mtime.
+    let t = times(&f);
+    sh(&format!("chmod 600 {fs}"));
+    let u = times(&f);
+    assert!(u.2 > t.2, "chmod moves ctime");
+    assert_eq!(u.1, t.1, "chmod keeps mtime");
+    // rename keeps mtime to the nanosecond.
+    sh(&format!("touch -m -d '2003-03-03 03:03:03.123456789' {fs}"));
+    let t = times(&f);
+    sh(&format!("mv {fs} {}", m.join("g").display()));
+    assert_eq!(times(&m.join("g")).1, t.1, "rename keeps mtime");
+    let foreign = times(&m.join("foreign")).1;
+    sh(&format!(
+        "mv {} {}",
+        m.join("foreign").display(),
+        m.join("moved").display()
+    ));
+    assert_eq!(
+        times(&m.join("moved")).1,
+        foreign,
+        "rename keeps a foreign object's mtime"
+    );
+    // A directory's mtime and ctime move with its entries.
+    std::fs::create_dir(m.join("d")).unwrap();
+    let d0 = times(&m.join("d"));
+    std::fs::write(m.join("d/x"), "x").unwrap();
+    let d1 = times(&m.join("d"));
+    assert!(
+        d1.1 > d0.1 && d1.2 > d0.2,
+        "create moves the directory's times"
+    );
+    std::fs::remove_file(m.join("d/x")).unwrap();
+    assert!(times(&m.join("d")).1 > d1.1, "unlink moves them");
+    drop(m);
+    let m = rw(&a);
+    let g = times(&m.join("g"));
+    assert_eq!(g.1, t.1, "mtime to the nanosecond after a remount");
+    assert_eq!(g.0 / 1_000_000_000, 1_012_608_000, "atime after a remount");
+    assert_eq!(times(&m.join("moved")).1, foreign);
+}

@@ -401,10 +401,16 @@ impl<S: ObjectStore> Writers<S> {
         }
     }
 
+    /// A write or truncate: the size, and mtime and ctime moved to now (also after an
+    /// explicit time: `touch -d 2001-09-09 f; echo b >> f` leaves mtime at now). Both are
+    /// stored with the upload (`x-amz-meta-mtime`/`-ctime`, to the nanosecond).
     fn note_size(&self, inode: &Inode, size: u64) {
         let mut st = inode.stat();
+        let now = SystemTime::now();
         st.size = size;
-        st.mtime = SystemTime::now();
+        st.mtime = now;
+        st.meta.mtime = Some(now);
+        st.meta.ctime = Some(now);
         st.validated = Some(Instant::now());
         inode.set_stat(st);
     }
@@ -456,7 +462,10 @@ impl<S: ObjectStore> Writers<S> {
         if self.multipart_enabled() && len > self.opts.multipart_threshold {
             let mut restarted = false;
             loop {
-                match self.upload_multipart(w, headers.clone()).await {
+                match self
+                    .upload_multipart(w, multipart::without_times(&headers))
+                    .await
+                {
                     Ok(e) => (etag, sent) = (e, true),
                     // Refused by the server: the same bytes go out as one PutObject below.
                     Err(Error::Store(StoreError::NotImplemented(_))) if len <= MAX_SINGLE_PUT => {}

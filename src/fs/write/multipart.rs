@@ -223,7 +223,11 @@ impl<S: ObjectStore> Writers<S> {
         }
         if w.session.is_none()
             && let Err(e) = self
-                .start_session(w, self.opts.part_size, self.upload_headers(inode))
+                .start_session(
+                    w,
+                    self.opts.part_size,
+                    without_times(&self.upload_headers(inode)),
+                )
                 .await
         {
             tracing::debug!(key = w.key, error = %e, "no streaming upload for this file");
@@ -324,6 +328,16 @@ impl<S: ObjectStore> Writers<S> {
         }
         e.into()
     }
+}
+
+/// The headers of a multipart upload: without the mtime and ctime that writes move. They are
+/// sent when the upload starts, while writes go on; stored then, they would be older than the
+/// file. The object's Last-Modified (its completion) stands for both instead.
+pub(super) fn without_times(h: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut h = h.clone();
+    h.remove(crate::fs::meta::MTIME);
+    h.remove(crate::fs::meta::CTIME);
+    h
 }
 
 /// Shares the per-mount upload slots.
