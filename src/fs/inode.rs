@@ -54,6 +54,8 @@ pub struct Inode {
     pub kind: Kind,
     pub stat: Mutex<Stat>,
     loc: Mutex<Loc>,
+    /// Unlinked while open: no name, `nlink` 0; its object goes when the last handle closes.
+    pub unlinked: std::sync::atomic::AtomicBool,
 }
 
 impl Inode {
@@ -98,6 +100,7 @@ impl InodeTable {
                 name: String::new(),
             }),
             kind: Kind::Dir,
+            unlinked: Default::default(),
             stat: Mutex::new(Stat {
                 size: 0,
                 mtime: root_mtime,
@@ -183,6 +186,7 @@ impl InodeTable {
                 name: name.to_string(),
             }),
             kind,
+            unlinked: Default::default(),
             stat: Mutex::new(stat),
         });
         m.by_ino.insert(
@@ -229,12 +233,28 @@ impl InodeTable {
         }
     }
 
-    pub fn close_handle(&self, ino: u64) {
+    /// One handle of `ino` closed; the handles still open on it.
+    pub fn close_handle(&self, ino: u64) -> u64 {
         let mut m = self.maps.lock().unwrap();
-        if let Some(e) = m.by_ino.get_mut(&ino) {
-            e.open_handles = e.open_handles.saturating_sub(1);
-        }
+        let left = match m.by_ino.get_mut(&ino) {
+            Some(e) => {
+                e.open_handles = e.open_handles.saturating_sub(1);
+                e.open_handles
+            }
+            None => 0,
+        };
         Self::maybe_remove(&mut m, ino);
+        left
+    }
+
+    /// Handles open on `ino`.
+    pub fn open_handles(&self, ino: u64) -> u64 {
+        self.maps
+            .lock()
+            .unwrap()
+            .by_ino
+            .get(&ino)
+            .map_or(0, |e| e.open_handles)
     }
 
     fn maybe_remove(m: &mut Maps, ino: u64) {

@@ -299,7 +299,12 @@ impl<S: ObjectStore> S3Fs<S> {
         } else {
             Ok(())
         };
-        self.ns.close_handle(h.ino);
+        if let Some(key) = self.ns.close_handle(h.ino) {
+            // The last handle of a file unlinked while open.
+            if let Err(e) = self.store.delete(&key).await {
+                tracing::warn!(key, error = %e, "the object of a file unlinked while open could not be deleted");
+            }
+        }
         res
     }
 

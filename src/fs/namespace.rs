@@ -37,6 +37,9 @@ pub(super) struct Namespace<S: ObjectStore> {
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     warned: Mutex<HashSet<String>>,
     mount_time: SystemTime,
+    /// Objects of files unlinked while open, by key: hidden from lookups and listings until
+    /// the last handle closes and the object is deleted (std, map operations only).
+    deferred: Mutex<HashMap<String, u64>>,
 }
 
 impl<S: ObjectStore> Namespace<S> {
@@ -49,6 +52,7 @@ impl<S: ObjectStore> Namespace<S> {
             dirs: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
             mount_time: now,
+            deferred: Mutex::new(HashMap::new()),
             opts,
         }
     }
@@ -75,6 +79,12 @@ impl<S: ObjectStore> Namespace<S> {
     /// `name` now exists in `parent` (created here): in the table with a kernel reference.
     pub(super) fn added(&self, parent: &Inode, name: &str, kind: Kind, stat: Stat) -> Arc<Inode> {
         self.negative.remove(parent.ino, name);
+        // A new file at the name of one unlinked while open: its upload replaces the object,
+        // which must then not be deleted when the old one's last handle closes.
+        self.deferred
+            .lock()
+            .unwrap()
+            .remove(&self.child_key(parent, name));
         self.touch_dir(parent.ino);
         self.inodes.upsert(parent, name, kind, stat, true)
     }
@@ -91,6 +101,10 @@ impl<S: ObjectStore> Namespace<S> {
         self.inodes.rename(ino, to.0, to.1);
         self.negative.remove(to.0, to.1);
         self.negative.insert(from.0, from.1);
+        if let Some(i) = self.inodes.get(ino) {
+            // The object now at the new name replaced any unlinked one's there.
+            self.deferred.lock().unwrap().remove(&self.inodes.key(&i));
+        }
         self.touch_dir(from.0);
         self.touch_dir(to.0);
         if let Some(i) = self.inodes.get(ino) {
@@ -123,8 +137,37 @@ impl<S: ObjectStore> Namespace<S> {
         self.inodes.open_handle(ino);
     }
 
-    pub(super) fn close_handle(&self, ino: u64) {
-        self.inodes.close_handle(ino);
+    /// A handle of `ino` closed. If it was the last of a file unlinked while open, the key
+    /// of its object, which the caller now deletes.
+    pub(super) fn close_handle(&self, ino: u64) -> Option<String> {
+        if self.inodes.close_handle(ino) > 0 {
+            return None;
+        }
+        let mut d = self.deferred.lock().unwrap();
+        let key = d.iter().find(|(_, i)| **i == ino).map(|(k, _)| k.clone())?;
+        d.remove(&key);
+        Some(key)
+    }
+
+    /// Whether `ino` has open handles.
+    pub(super) fn is_open(&self, ino: u64) -> bool {
+        self.inodes.open_handles(ino) > 0
+    }
+
+    /// `name` in `parent` (inode `inode`, open) is unlinked: it leaves the namespace now, and
+    /// its object stays, hidden, until the last handle closes (POSIX: open descriptors keep
+    /// the file).
+    pub(super) fn unlinked_open(&self, parent: u64, name: &str, inode: &Inode) {
+        let key = self.inodes.key(inode);
+        inode
+            .unlinked
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.deferred.lock().unwrap().insert(key, inode.ino);
+        self.removed(parent, name);
+    }
+
+    fn is_deferred(&self, key: &str) -> bool {
+        self.deferred.lock().unwrap().contains_key(key)
     }
 
     pub(super) fn attr(&self, inode: &Inode, stat: &Stat) -> Attr {
@@ -153,6 +196,7 @@ impl<S: ObjectStore> Namespace<S> {
             gid: stat.meta.gid.unwrap_or(self.opts.gid),
             rdev: stat.meta.rdev.unwrap_or(0),
             nlink: match inode.kind {
+                _ if inode.unlinked.load(std::sync::atomic::Ordering::Acquire) => 0,
                 Kind::Dir => 2,
                 _ => 1,
             },
@@ -221,6 +265,9 @@ impl<S: ObjectStore> Namespace<S> {
             return Err(Error::NotFound);
         }
         let key = self.child_key(&p, name);
+        if self.is_deferred(&key) {
+            return Err(Error::NotFound);
+        }
         let dir_prefix = format!("{key}/");
         let (head, list) = tokio::join!(
             self.store.head(&key),
@@ -445,6 +492,14 @@ impl<S: ObjectStore> Namespace<S> {
             .push_page(page, &mut out, &mut |k| self.warn_invalid(k));
         if h.next.is_none() {
             h.merger.finish(&mut out);
+        }
+        {
+            let d = self.deferred.lock().unwrap();
+            if !d.is_empty() {
+                out.retain(|l| {
+                    l.kind == Kind::Dir || !d.contains_key(&format!("{prefix}{}", l.name))
+                });
+            }
         }
         self.resolve_empty_objects(&prefix, &mut out).await;
         for l in &out {

@@ -128,6 +128,13 @@ impl<S: ObjectStore> S3Fs<S> {
         if child.kind == Kind::Dir {
             return Err(Error::IsDir);
         }
+        if self.ns.is_open(child.ino) {
+            // Open descriptors keep the file: nothing is uploaded under the name any more,
+            // and the object goes with the last close.
+            self.writes.unlinked(child.ino).await;
+            self.ns.unlinked_open(parent, name, &child);
+            return self.keep_dir(&p).await;
+        }
         self.store.delete(&self.ns.key(&child)).await?;
         self.ns.removed(parent, name);
         self.keep_dir(&p).await

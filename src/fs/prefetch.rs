@@ -201,6 +201,17 @@ impl<S: ObjectStore> Reader<S> {
         }
     }
 
+    /// The object moved (a rename: the same bytes under `key`, now with `etag`): later reads
+    /// fetch from there.
+    pub fn relocate(&mut self, key: &str, etag: Option<&str>) {
+        self.reset(self.next_offset);
+        self.key = key.into();
+        self.etag = etag.map(Into::into);
+        if let Some((_, id)) = &mut self.cache {
+            *id = crate::cache::object_id(&self.key, self.etag.as_deref());
+        }
+    }
+
     /// Reads past the budget wait for `reserve` (`kib` permits in all).
     pub fn with_reserve(mut self, reserve: Arc<Semaphore>, kib: u32) -> Self {
         self.reserve = Some((reserve, kib));

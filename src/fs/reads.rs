@@ -66,6 +66,21 @@ impl<S: ObjectStore> Reads<S> {
         }
     }
 
+    /// The object of `ino` moved to `key` (a rename): its handles read from there.
+    pub(super) async fn relocate(&self, ino: u64, key: &str, etag: Option<&str>) {
+        let handles: Vec<_> = self
+            .files
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|h| h.ino == ino)
+            .cloned()
+            .collect();
+        for h in handles {
+            h.reader.lock().await.relocate(key, etag);
+        }
+    }
+
     /// File handles open.
     pub(super) fn open_count(&self) -> usize {
         self.files.lock().unwrap().len()

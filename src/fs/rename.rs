@@ -74,7 +74,7 @@ impl<S: ObjectStore> S3Fs<S> {
                 self.writes.move_key(&src, &new_key).await?;
                 let st = src.stat();
                 let mtime = st.meta.mtime.unwrap_or(st.mtime);
-                copy_keeping_mtime(
+                let etag = copy_keeping_mtime(
                     &*self.store,
                     &src_key,
                     &new_key,
@@ -82,6 +82,19 @@ impl<S: ObjectStore> S3Fs<S> {
                     st.meta.mtime.is_some(),
                 )
                 .await?;
+                if self.ns.is_open(src.ino) {
+                    // Open descriptors follow the file to its new name.
+                    let etag = match etag {
+                        Some(e) => Some(e),
+                        None => self.store.head(&new_key).await.ok().and_then(|i| i.etag),
+                    };
+                    self.reads
+                        .relocate(src.ino, &new_key, etag.as_deref())
+                        .await;
+                    let mut st = src.stat();
+                    st.etag = etag;
+                    src.set_stat(st);
+                }
                 self.store.delete(&src_key).await?;
                 let mut st = src.stat();
                 st.meta.mtime = Some(mtime);

@@ -295,3 +295,69 @@ fn fuse_times_follow_posix() {
     assert_eq!(g.0 / 1_000_000_000, 1_012_608_000, "atime after a remount");
     assert_eq!(times(&m.join("moved")).1, foreign);
 }
+
+/// POSIX unlink and rename of open files, beside a local directory doing the same: a
+/// descriptor opened before the unlink keeps reading and writing the same bytes and fstat
+/// shows nlink 0; the name never comes back (the metadata TTL is 0: every lookup asks the
+/// server); nothing is uploaded under the old name, and its object is gone after the last
+/// close. A descriptor follows its file through a rename.
+#[test]
+fn fuse_unlinked_and_renamed_open_files_keep_their_bytes() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let a = Area::new("punlink");
+    let m = rw(&a);
+    let local = tempfile::tempdir().unwrap();
+    for dir in [m.path(), local.path()] {
+        let what = dir.display().to_string();
+        let f = dir.join("f");
+        std::fs::write(&f, "hello").unwrap();
+        let mut w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&f)
+            .unwrap();
+        let mut r = std::fs::File::open(&f).unwrap();
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(
+            w.metadata().unwrap().nlink(),
+            0,
+            "{what}: nlink after unlink"
+        );
+        assert!(
+            std::fs::symlink_metadata(&f).is_err(),
+            "{what}: the name is gone"
+        );
+        w.seek(SeekFrom::End(0)).unwrap();
+        w.write_all(b" world").unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert!(
+            s.starts_with("hello"),
+            "{what}: a reader opened before: {s}"
+        );
+        let mut s = String::new();
+        w.seek(SeekFrom::Start(0)).unwrap();
+        w.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello world", "{what}: the writer reads its own bytes");
+        w.sync_all().unwrap();
+        drop(w);
+        assert!(
+            std::fs::symlink_metadata(&f).is_err(),
+            "{what}: not back after close"
+        );
+        drop(r);
+        assert!(!names(dir).contains(&"f".to_string()), "{what}: not listed");
+        // Rename of an open file: the descriptor follows it.
+        let g = dir.join("g");
+        std::fs::write(&g, "moving bytes").unwrap();
+        let mut r = std::fs::File::open(&g).unwrap();
+        std::fs::rename(&g, dir.join("h")).unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "moving bytes", "{what}: read after a rename");
+    }
+    assert!(
+        block_on(a.store.head(&format!("{}f", a.prefix))).is_err(),
+        "the unlinked file's object is gone and nothing was uploaded under its name"
+    );
+}

@@ -76,6 +76,8 @@ pub struct WriteState {
     journaled: Option<EntryState>,
     /// The last multipart upload failed because the server no longer knows it.
     upload_forgotten: bool,
+    /// Unlinked while open: reads and writes go on, nothing is uploaded.
+    unlinked: bool,
     /// Stored attributes as of the last upload or journal entry (for entries made where the
     /// inode is not at hand).
     headers: BTreeMap<String, String>,
@@ -97,6 +99,7 @@ impl WriteState {
             replaces: None,
             journaled: None,
             upload_forgotten: false,
+            unlinked: false,
             headers: BTreeMap::new(),
         }
     }
@@ -418,7 +421,7 @@ impl<S: ObjectStore> Writers<S> {
     /// Uploads the whole file if it changed: multipart above the threshold (when the server
     /// has it), else one PutObject.
     async fn upload(&self, inode: &Inode, w: &mut WriteState) -> Result<()> {
-        if !w.dirty {
+        if !w.dirty || w.unlinked {
             return Ok(());
         }
         let len = w.staging.len();
@@ -540,8 +543,10 @@ impl<S: ObjectStore> Writers<S> {
         self.prepare_overwrite(&mut g, offset, end).await?;
         g.staging.write_at(offset, data).await?;
         g.dirty = true;
-        self.journal(&mut g, inode.as_deref(), EntryState::Writing)
-            .await?;
+        if !g.unlinked {
+            self.journal(&mut g, inode.as_deref(), EntryState::Writing)
+                .await?;
+        }
         if let Some(s) = &mut g.session {
             s.touch(offset, end);
         }
@@ -616,6 +621,24 @@ impl<S: ObjectStore> Writers<S> {
         }
         self.note_size(inode, size);
         Ok(())
+    }
+
+    /// `ino` was unlinked while open: it keeps its bytes for its handles and uploads nothing
+    /// (its bytes of the object are fetched first: the object goes at the last close, but a
+    /// new file may replace it sooner).
+    pub(crate) async fn unlinked(&self, ino: u64) {
+        let Some(w) = self.writer(ino) else { return };
+        let mut g = w.lock().await;
+        if let Err(e) = self.fetch_all(&mut g).await {
+            tracing::warn!(key = g.key, error = %e, "a file unlinked while open: parts of it could not be fetched");
+        }
+        self.drop_session(&mut g).await;
+        g.unlinked = true;
+        g.dirty = false;
+        if let Err(e) = g.staging.unrecord().await {
+            tracing::warn!(key = g.key, error = %e, "its journal entry could not be removed");
+        }
+        g.journaled = None;
     }
 
     /// Marks an open file changed (its attributes changed): `false` if it is not open.
