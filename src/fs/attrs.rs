@@ -15,6 +15,24 @@ use bytes::Bytes;
 use std::ffi::OsStr;
 use std::time::{Instant, SystemTime};
 
+/// The one namespace of extended attributes stored (`user.`); the rest are the kernel's.
+const XATTR_NS: &str = "user.";
+/// S3's limit on user metadata, names and values together, in bytes.
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// E2BIG if `headers` (user metadata, names without the prefix) pass S3's limit.
+fn check_metadata_size(headers: &std::collections::HashMap<String, String>) -> Result<()> {
+    let size: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_USER_METADATA {
+        tracing::warn!(
+            size,
+            "extended attributes refused: S3 keeps at most 2 KiB of user metadata per object"
+        );
+        return Err(Error::MetadataFull);
+    }
+    Ok(())
+}
+
 /// The changes one `setattr` asks for, applied together: as one upload (size with or without
 /// attributes), one CopyObject (attributes of a stored object), or on the open file's next
 /// upload.
@@ -98,15 +116,19 @@ impl<S: ObjectStore> S3Fs<S> {
     async fn set_attrs(&self, ino: u64, ch: &SetAttr) -> Result<Attr> {
         self.check_writable()?;
         let inode = self.ns.inode(ino)?;
-        let st = self.apply_meta(&inode, ch);
-        if inode.ino == super::ROOT_INO {
-            return Ok(self.ns.attr(&inode, &st));
+        self.apply_meta(&inode, ch);
+        self.store_meta(&inode).await?;
+        Ok(self.ns.attr(&inode, &inode.stat()))
+    }
+
+    /// Stores `inode`'s attributes as they are in memory: on the open file's next upload, else
+    /// a CopyObject onto itself (a directory's on its marker, written if implicit).
+    async fn store_meta(&self, inode: &Inode) -> Result<()> {
+        if inode.ino == super::ROOT_INO || self.writes.mark_dirty(inode.ino).await {
+            return Ok(());
         }
-        if self.writes.mark_dirty(ino).await {
-            return Ok(self.ns.attr(&inode, &st));
-        }
-        let key = self.ns.key(&inode);
-        let ours = self.writes.upload_headers(&inode);
+        let key = self.ns.key(inode);
+        let ours = self.writes.upload_headers(inode);
         match self.store.head(&key).await {
             Ok(info) => {
                 let mut headers = info.metadata.clone();
@@ -117,10 +139,12 @@ impl<S: ObjectStore> S3Fs<S> {
                     meta::GID,
                     meta::ATIME,
                     meta::CTIME,
+                    meta::XATTR,
                 ] {
                     headers.remove(k);
                 }
                 headers.extend(ours);
+                check_metadata_size(&headers)?;
                 let opts = PutOptions {
                     content_type: info.content_type.clone(),
                     metadata: headers,
@@ -132,6 +156,7 @@ impl<S: ObjectStore> S3Fs<S> {
                 inode.set_stat(st);
             }
             Err(StoreError::NotFound) if inode.kind == Kind::Dir => {
+                check_metadata_size(&ours)?;
                 let opts = PutOptions {
                     content_type: Some(DIR_CONTENT_TYPE.into()),
                     metadata: ours,
@@ -140,7 +165,107 @@ impl<S: ObjectStore> S3Fs<S> {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(self.ns.attr(&inode, &inode.stat()))
+        Ok(())
+    }
+
+    /// `getxattr`: the value of `name` (ENODATA if unset). `security.*` and `system.*` names
+    /// are answered at once, without a request: the kernel asks for `security.capability` at
+    /// every write.
+    pub async fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let name = name.to_str().ok_or(Error::NoAttribute)?;
+        if !name.starts_with(XATTR_NS) {
+            return Err(Error::NoAttribute);
+        }
+        let st = self.xattr_stat(ino).await?;
+        st.meta
+            .xattrs
+            .and_then(|mut x| x.remove(name))
+            .ok_or(Error::NoAttribute)
+    }
+
+    /// `listxattr`: the names set.
+    pub async fn listxattr(&self, ino: u64) -> Result<Vec<String>> {
+        let st = self.xattr_stat(ino).await?;
+        Ok(st
+            .meta
+            .xattrs
+            .map(|x| x.into_keys().collect())
+            .unwrap_or_default())
+    }
+
+    /// `setxattr` of a `user.*` name (others: ENOTSUP), stored in s3fs's `xattr` header with
+    /// the rest of the attributes; E2BIG past S3's 2 KiB of user metadata. `create`/`replace`:
+    /// XATTR_CREATE (EEXIST if set) and XATTR_REPLACE (ENODATA if not).
+    pub async fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        create: bool,
+        replace: bool,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let name = name.to_str().ok_or(Error::NotSupported)?;
+        if !name.starts_with(XATTR_NS) || name.len() == XATTR_NS.len() {
+            return Err(Error::NotSupported);
+        }
+        let inode = self.ns.inode(ino)?;
+        let mut st = self.xattr_stat(ino).await?;
+        let x = st.meta.xattrs.get_or_insert_with(Default::default);
+        match (x.contains_key(name), create, replace) {
+            (true, true, _) => return Err(Error::Exists),
+            (false, _, true) => return Err(Error::NoAttribute),
+            _ => {}
+        }
+        let old = inode.stat();
+        x.insert(name.to_string(), value.to_vec());
+        self.change_xattrs(&inode, old, st).await
+    }
+
+    /// `removexattr`.
+    pub async fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        self.check_writable()?;
+        let name = name.to_str().ok_or(Error::NoAttribute)?;
+        let inode = self.ns.inode(ino)?;
+        let mut st = self.xattr_stat(ino).await?;
+        if st
+            .meta
+            .xattrs
+            .as_mut()
+            .and_then(|x| x.remove(name))
+            .is_none()
+        {
+            return Err(Error::NoAttribute);
+        }
+        let old = inode.stat();
+        self.change_xattrs(&inode, old, st).await
+    }
+
+    /// Stores `st`'s extended attributes; on failure the inode keeps `old`'s.
+    async fn change_xattrs(&self, inode: &Inode, old: Stat, mut st: Stat) -> Result<()> {
+        let headers = st.meta.to_headers(&self.writes.default_meta(inode.kind));
+        check_metadata_size(&headers)?;
+        st.meta.ctime = Some(SystemTime::now());
+        if st.meta.mtime.is_none() {
+            st.meta.mtime = Some(st.mtime); // the copy's new Last-Modified must not move it
+        }
+        inode.set_stat(st);
+        if let Err(e) = self.store_meta(inode).await {
+            inode.set_stat(old);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `ino`'s attributes with its stored extended attributes known (a HEAD if they may be
+    /// stale: a listing does not carry them).
+    async fn xattr_stat(&self, ino: u64) -> Result<Stat> {
+        let inode = self.ns.inode(ino)?;
+        let st = inode.stat();
+        if inode.ino == super::ROOT_INO || self.writes.is_open(ino) || self.ns.fresh(&st) {
+            return Ok(st);
+        }
+        self.ns.revalidate(&inode).await
     }
 
     /// Creates a symlink: the body is the target, `mode` has `S_IFLNK` (s3fs's format).

@@ -37,6 +37,12 @@ pub enum Error {
     NameTooLong,
     #[error("hard links cannot be stored on S3 (use a copy or a symlink)")]
     NotPermitted,
+    #[error("no such extended attribute")]
+    NoAttribute,
+    #[error("the object's user metadata would pass S3's 2 KiB limit")]
+    MetadataFull,
+    #[error("the buffer is too small for the value")]
+    Range,
     /// Local disk I/O (staging, the cache directory): its errno reaches the caller as itself,
     /// so a full disk is ENOSPC, not EIO.
     #[error("local disk: {0}")]
@@ -76,6 +82,9 @@ impl Error {
             Error::CrossDevice => libc::EXDEV,
             Error::NameTooLong => libc::ENAMETOOLONG,
             Error::NotPermitted => libc::EPERM,
+            Error::NoAttribute => libc::ENODATA,
+            Error::MetadataFull => libc::E2BIG,
+            Error::Range => libc::ERANGE,
             Error::Io(e) => match e.raw_os_error() {
                 Some(
                     n @ (libc::ENOSPC
@@ -105,6 +114,8 @@ impl Error {
                 | Error::ReadOnly
                 | Error::Exists
                 | Error::NotEmpty
+                | Error::NoAttribute
+                | Error::Range
         )
     }
 }

@@ -10,6 +10,8 @@
 //!   `--symlink-target` is read too.
 //! - special files (FIFO, socket, character and block device): a zero-byte object, the type in
 //!   `mode`, the device number in `rdev` (decimal, the kernel's encoding), as s3fs writes them.
+//! - `xattr`: extended attributes as s3fs-fuse stores them: `{"name":"base64 of the value",...}`,
+//!   percent-encoded.
 //! - `atime`, `ctime`: as `mtime` (s3fs). Absent, `ctime` is the object's `Last-Modified` (every
 //!   change of data or attributes writes the object anew) and `atime` is `mtime`.
 //!
@@ -25,6 +27,7 @@ pub const GID: &str = "gid";
 pub const ATIME: &str = "atime";
 pub const CTIME: &str = "ctime";
 pub const RDEV: &str = "rdev";
+pub const XATTR: &str = "xattr";
 /// geesefs' symlink header (`x-amz-meta---symlink-target`).
 pub const GEESEFS_SYMLINK: &str = "--symlink-target";
 
@@ -55,6 +58,8 @@ pub struct PosixMeta {
     pub ctime: Option<SystemTime>,
     /// Device number of a character or block device.
     pub rdev: Option<u32>,
+    /// Extended attributes (`None`: no header; written only when some are set).
+    pub xattrs: Option<std::collections::BTreeMap<String, Vec<u8>>>,
     /// Symlink target from a header (geesefs); s3fs symlinks keep it in the body instead.
     pub symlink_target: Option<String>,
 }
@@ -70,6 +75,7 @@ impl PosixMeta {
             atime: h.get(ATIME).and_then(|v| parse_mtime(v)),
             ctime: h.get(CTIME).and_then(|v| parse_mtime(v)),
             rdev: h.get(RDEV).and_then(|v| v.trim().parse().ok()),
+            xattrs: h.get(XATTR).map(|v| parse_xattrs(v)),
             symlink_target: h.get(GEESEFS_SYMLINK).cloned(),
         }
     }
@@ -129,8 +135,86 @@ impl PosixMeta {
         {
             h.insert(RDEV.to_string(), r.to_string());
         }
+        if let Some(x) = &self.xattrs
+            && !x.is_empty()
+        {
+            h.insert(XATTR.to_string(), format_xattrs(x));
+        }
         h
     }
+}
+
+/// s3fs-fuse's `xattr` header: `{"name":"base64",...}`, percent-encoded. Pairs that do not
+/// parse are skipped (s3fs does the same).
+pub fn parse_xattrs(v: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use base64::Engine;
+    let text = percent_decode(v.trim());
+    let body = text.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut out = std::collections::BTreeMap::new();
+    for pair in body.split(',') {
+        let Some((k, val)) = pair.split_once(':') else {
+            continue;
+        };
+        let unquote = |s: &str| {
+            let s = s.trim();
+            s.strip_prefix('"')?.strip_suffix('"').map(str::to_string)
+        };
+        let (Some(k), Some(val)) = (unquote(k), unquote(val)) else {
+            continue;
+        };
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(val) {
+            out.insert(k, bytes);
+        }
+    }
+    out
+}
+
+/// The `xattr` header for `x` (see [`parse_xattrs`]).
+pub fn format_xattrs(x: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
+    use base64::Engine;
+    let pairs: Vec<String> = x
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "\"{k}\":\"{}\"",
+                base64::engine::general_purpose::STANDARD.encode(v)
+            )
+        })
+        .collect();
+    percent_encode(&format!("{{{}}}", pairs.join(",")))
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `st_mode` of a regular file with `perm`.

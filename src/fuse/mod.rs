@@ -12,8 +12,8 @@ use crate::store::ObjectStore;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -115,6 +115,18 @@ fn file_attr(a: &Attr) -> FileAttr {
         rdev: a.rdev,
         blksize: 4096,
         flags: 0,
+    }
+}
+
+/// A value or list for getxattr/listxattr: its size when asked for the size (`size` 0), else
+/// the bytes, or ERANGE when they do not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(bytes);
     }
 }
 
@@ -523,6 +535,72 @@ impl<S: ObjectStore> Filesystem for FuseAdapter<S> {
                 match core.symlink_by(parent.0, &name, &target, caller).await {
                     Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
                     Err(e) => reply.error(errno(&core, "symlink", parent.0, Some(&name), &e)),
+                }
+            },
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let core = self.core.clone();
+        let (name, value) = (name.to_owned(), value.to_vec());
+        let (create, replace) = (
+            flags & libc::XATTR_CREATE != 0,
+            flags & libc::XATTR_REPLACE != 0,
+        );
+        self.spawn(tracing::debug_span!("setxattr", ino = ino.0), async move {
+            match core.setxattr(ino.0, &name, &value, create, replace).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&core, "setxattr", ino.0, None, &e)),
+            }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let core = self.core.clone();
+        let name = name.to_owned();
+        self.spawn(tracing::trace_span!("getxattr", ino = ino.0), async move {
+            match core.getxattr(ino.0, &name).await {
+                Ok(v) => reply_xattr(reply, size, &v),
+                Err(e) => reply.error(errno(&core, "getxattr", ino.0, None, &e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let core = self.core.clone();
+        self.spawn(tracing::debug_span!("listxattr", ino = ino.0), async move {
+            match core.listxattr(ino.0).await {
+                Ok(names) => {
+                    let mut buf = Vec::new();
+                    for n in names {
+                        buf.extend_from_slice(n.as_bytes());
+                        buf.push(0);
+                    }
+                    reply_xattr(reply, size, &buf)
+                }
+                Err(e) => reply.error(errno(&core, "listxattr", ino.0, None, &e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let name = name.to_owned();
+        self.spawn(
+            tracing::debug_span!("removexattr", ino = ino.0),
+            async move {
+                match core.removexattr(ino.0, &name).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&core, "removexattr", ino.0, None, &e)),
                 }
             },
         );

@@ -596,7 +596,7 @@ impl S3fsMount {
             .arg(m.dir.path())
             .arg("-o")
             .arg(format!(
-                "url={},use_path_request_style,passwd_file={},{},stat_cache_expire=1",
+                "url={},use_path_request_style,passwd_file={},{},stat_cache_expire=1,use_xattr",
                 b.endpoint,
                 pw.display(),
                 if writable { "rw" } else { "ro" }
