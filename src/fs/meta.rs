@@ -217,6 +217,16 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The Content-Type a file named like `key` is uploaded with, from its extension (as s3fs-fuse
+/// and rclone do, so a bucket served over HTTP shows pages and images); `None` for names
+/// without a known extension (the server's default, binary).
+pub fn content_type(key: &str) -> Option<String> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.contains('.')
+        .then(|| mime_guess::from_path(name).first_raw().map(str::to_string))
+        .flatten()
+}
+
 /// `st_mode` of a regular file with `perm`.
 pub fn file_mode(perm: u16) -> u32 {
     S_IFREG | u32::from(perm)

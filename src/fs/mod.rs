@@ -240,11 +240,29 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        use std::sync::atomic::Ordering;
         let h = self.reads.handle(fh)?;
         if let Some(r) = self.writes.read(h.ino, offset, u64::from(size)).await {
             return r;
         }
-        self.reads.read(&h, offset, size).await
+        let res = match self.reads.read(&h, offset, size).await {
+            // Replaced by another client after we last looked, before this handle returned
+            // a byte: re-check and read the new version (never a mix of two).
+            Err(Error::Changed) if !h.served.load(Ordering::Acquire) => {
+                let inode = self.ns.inode(h.ino)?;
+                let st = self.ns.revalidate(&inode).await?;
+                let key = self.ns.key(&inode);
+                self.reads
+                    .reopen(&h, &key, st.etag.as_deref(), st.size)
+                    .await;
+                self.reads.read(&h, offset, size).await
+            }
+            r => r,
+        };
+        if res.is_ok() {
+            h.served.store(true, Ordering::Release);
+        }
+        res
     }
 
     /// Writes through handle `fh`.

@@ -274,8 +274,24 @@ impl<S: ObjectStore> S3Fs<S> {
             return Err(Error::NotEmpty);
         }
         self.store.delete(&dkey).await?;
+        self.delete_old_style_dir(&dkey).await?;
         self.ns.removed(parent, name);
         self.keep_dir(&p).await
+    }
+
+    /// Deletes the directory object older tools write for `dir_key` (`dir`, no slash, zero
+    /// bytes, `Content-Type: application/x-directory`), which would bring the directory back
+    /// after an rmdir or a rename; a file of that name (shadowed by the directory) stays.
+    pub(super) async fn delete_old_style_dir(&self, dir_key: &str) -> Result<()> {
+        let key = dir_key.trim_end_matches('/');
+        match self.store.head(key).await {
+            Ok(i) if i.size == 0 && i.content_type.as_deref() == Some(DIR_CONTENT_TYPE) => {
+                self.store.delete(key).await?;
+            }
+            Ok(_) | Err(crate::store::StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// The inode of `name` in `parent`, without taking a kernel reference.

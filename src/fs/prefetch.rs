@@ -201,6 +201,13 @@ impl<S: ObjectStore> Reader<S> {
         }
     }
 
+    /// Another version of the object, before anything was read: `etag`, `size`.
+    pub fn reopen(&mut self, key: &str, etag: Option<&str>, size: u64) {
+        self.size = size;
+        self.relocate(key, etag);
+        self.next_offset = 0;
+    }
+
     /// The object moved (a rename: the same bytes under `key`, now with `etag`): later reads
     /// fetch from there.
     pub fn relocate(&mut self, key: &str, etag: Option<&str>) {

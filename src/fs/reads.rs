@@ -27,6 +27,8 @@ pub(super) struct FileHandle<S: ObjectStore> {
     pub(super) writing: bool,
     /// The process that opened it, when known.
     pub(super) opener: Option<u32>,
+    /// Bytes of it were returned: from then on it never moves to another version.
+    pub(super) served: std::sync::atomic::AtomicBool,
 }
 
 /// What a handle opened: the object's key and version.
@@ -64,6 +66,12 @@ impl<S: ObjectStore> Reads<S> {
             reserve: (Arc::new(Semaphore::new(reserve_kib as usize)), reserve_kib),
             files: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Handle `h`, which has returned nothing yet, reads `key`'s version `etag` of `size`
+    /// bytes from now on (the object was replaced before its first read).
+    pub(super) async fn reopen(&self, h: &FileHandle<S>, key: &str, etag: Option<&str>, size: u64) {
+        h.reader.lock().await.reopen(key, etag, size);
     }
 
     /// The object of `ino` moved to `key` (a rename): its handles read from there.
@@ -104,6 +112,7 @@ impl<S: ObjectStore> Reads<S> {
                 reader: tokio::sync::Mutex::new(reader),
                 writing: o.writing,
                 opener: o.opener,
+                served: Default::default(),
             }),
         );
     }

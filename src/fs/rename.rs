@@ -74,14 +74,8 @@ impl<S: ObjectStore> S3Fs<S> {
                 self.writes.move_key(&src, &new_key).await?;
                 let st = src.stat();
                 let mtime = st.meta.mtime.unwrap_or(st.mtime);
-                let etag = copy_keeping_mtime(
-                    &*self.store,
-                    &src_key,
-                    &new_key,
-                    mtime,
-                    st.meta.mtime.is_some(),
-                )
-                .await?;
+                let etag =
+                    copy_keeping_mtime(&*self.store, &src_key, &new_key, mtime, true).await?;
                 if self.ns.is_open(src.ino) {
                     // Open descriptors follow the file to its new name.
                     let etag = match etag {
@@ -116,6 +110,7 @@ impl<S: ObjectStore> S3Fs<S> {
                     }
                 }
                 self.rename_prefix(&src_key, &new_prefix).await?;
+                self.delete_old_style_dir(&src_key).await?;
             }
         }
         self.ns
@@ -154,6 +149,7 @@ impl<S: ObjectStore> S3Fs<S> {
             futures::stream::iter(keys.clone().into_iter().map(move |(src, lm)| {
                 let store = store.clone();
                 let dst = format!("{to_owned}{}", &src[cut..]);
+                // The same names below a new prefix: their types do not change.
                 async move { copy_keeping_mtime(&*store, &src, &dst, lm, false).await }
             }))
             .buffer_unordered(RENAME_PARALLEL)
@@ -185,27 +181,31 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 }
 
-/// Copies `src` to `dst` so that the copy keeps `mtime` (a copy gets a new Last-Modified): as it
-/// is when `stored` (an `x-amz-meta-mtime` header is there) or the object says so on a HEAD;
-/// else with the headers replaced by the same ones plus `mtime`.
+/// Copies `src` to `dst` so that the copy keeps `mtime` (a copy gets a new Last-Modified) and
+/// has the Content-Type of `dst`'s extension: as it is when the object already stores its
+/// mtime (`x-amz-meta-mtime`) and type; else with the headers replaced by the same ones plus
+/// `mtime` and the type. `retype`: `dst`'s extension may differ from `src`'s.
 async fn copy_keeping_mtime<S: ObjectStore>(
     store: &S,
     src: &str,
     dst: &str,
     mtime: std::time::SystemTime,
-    stored: bool,
+    retype: bool,
 ) -> crate::store::StoreResult<Option<String>> {
-    if stored {
-        return store.copy(src, dst, None).await;
-    }
     let info = store.head(src).await?;
-    if info.metadata.contains_key(meta::MTIME) {
+    let content_type = match retype.then(|| meta::content_type(dst)).flatten() {
+        Some(t) => Some(t),
+        None => info.content_type.clone(),
+    };
+    if info.metadata.contains_key(meta::MTIME) && content_type == info.content_type {
         return store.copy(src, dst, None).await;
     }
     let mut metadata = info.metadata;
-    metadata.insert(meta::MTIME.to_string(), meta::format_mtime(mtime));
+    metadata
+        .entry(meta::MTIME.to_string())
+        .or_insert_with(|| meta::format_mtime(mtime));
     let opts = crate::store::PutOptions {
-        content_type: info.content_type,
+        content_type,
         metadata,
     };
     store.copy(src, dst, Some(opts)).await

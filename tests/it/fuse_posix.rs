@@ -490,3 +490,86 @@ fn fuse_user_xattrs_are_stored_as_s3fs_does() {
     );
     assert_eq!(get_xattr(&m.join("f"), "user.a").unwrap(), b"one");
 }
+
+fn content_type(a: &Area, key: &str) -> Option<String> {
+    block_on(a.store.head(&format!("{}{key}", a.prefix)))
+        .unwrap()
+        .content_type
+}
+
+/// Content-Type from the file name's extension on upload (small and multipart files), and
+/// again on a rename that changes it; a name without a known extension gets the server's
+/// default.
+#[test]
+fn fuse_content_type_follows_the_extension() {
+    let a = Area::new("pctype");
+    let m = a.mount(&[
+        "--read-write",
+        "--multipart-threshold",
+        "5M",
+        "--part-size",
+        "5M",
+    ]);
+    std::fs::write(m.join("index.html"), "<p>hi</p>").unwrap();
+    std::fs::write(m.join("pic.png"), [137u8, 80, 78, 71]).unwrap();
+    std::fs::write(m.join("big.json"), vec![b' '; 6 << 20]).unwrap();
+    std::fs::write(m.join("noext"), "x").unwrap();
+    std::fs::rename(m.join("pic.png"), m.join("notes.txt")).unwrap();
+    drop(m);
+    assert_eq!(content_type(&a, "index.html").as_deref(), Some("text/html"));
+    assert_eq!(
+        content_type(&a, "big.json").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(content_type(&a, "notes.txt").as_deref(), Some("text/plain"));
+    assert_ne!(content_type(&a, "noext").as_deref(), Some("text/plain"));
+}
+
+/// Another client replaces an object after this mount looked it up: a fresh open reads the
+/// new version (re-checked when the old one is refused), not EIO, and never a mix.
+#[test]
+fn fuse_a_fresh_open_after_an_outside_overwrite_reads_the_new_object() {
+    let a = Area::new("poutside");
+    a.put("f", "version 1");
+    let m = a.mount(&["--read-write", "--metadata-ttl", "60"]);
+    assert_eq!(std::fs::metadata(m.join("f")).unwrap().len(), 9);
+    a.put("f", "version 2");
+    assert_eq!(std::fs::read_to_string(m.join("f")).unwrap(), "version 2");
+}
+
+/// Directory objects of older tools (`dir`, no slash, Content-Type application/x-directory):
+/// rmdir, rename and chmod work and stick across a remount.
+#[test]
+fn fuse_old_style_directory_objects_can_be_removed_renamed_and_chmoded() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = Area::new("poldir");
+    let dir = s3mount::store::PutOptions {
+        content_type: Some("application/x-directory".into()),
+        ..Default::default()
+    };
+    for d in ["gone", "moved", "modes"] {
+        a.put_with(d, Vec::<u8>::new(), dir.clone());
+    }
+    {
+        let m = rw(&a);
+        for d in ["gone", "moved", "modes"] {
+            assert!(std::fs::metadata(m.join(d)).unwrap().is_dir(), "{d}");
+        }
+        std::fs::remove_dir(m.join("gone")).unwrap();
+        std::fs::rename(m.join("moved"), m.join("there")).unwrap();
+        std::fs::set_permissions(m.join("modes"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let m = rw(&a);
+    let mut n = names(m.path());
+    n.sort();
+    assert_eq!(n, ["modes", "there"], "nothing comes back");
+    assert!(std::fs::metadata(m.join("there")).unwrap().is_dir());
+    assert_eq!(
+        std::fs::metadata(m.join("modes"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o700
+    );
+}

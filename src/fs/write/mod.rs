@@ -492,7 +492,7 @@ impl<S: ObjectStore> Writers<S> {
             // closed at once do not hold 64 request bodies and connections in memory.
             let _slot = self.upload_slots.acquire().await.ok();
             let opts = PutOptions {
-                content_type: None,
+                content_type: meta::content_type(&w.key),
                 metadata: headers,
             };
             etag = match w.staging.source() {

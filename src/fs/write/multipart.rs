@@ -149,7 +149,7 @@ impl<S: ObjectStore> Writers<S> {
         headers: HashMap<String, String>,
     ) -> StoreResult<()> {
         let opts = PutOptions {
-            content_type: None,
+            content_type: crate::fs::meta::content_type(&w.key),
             metadata: headers.clone(),
         };
         let upload_id = self.store.create_multipart(&w.key, opts).await?;
