@@ -185,10 +185,13 @@ async fn read_whole_file_and_eio_on_change() {
     assert!(keep, "unchanged object keeps the kernel cache");
     fs.release(fh).await.unwrap();
 
-    // A file none of whose bytes were read (nothing in the page cache): replaced on the server
-    // while open, every read must fail, never return bytes of either version.
+    // A handle none of whose bytes were read, the object replaced on the server before its
+    // first read: it re-checks and serves the new version, wholly. One that has served bytes
+    // fails instead; neither ever mixes versions.
     let u = fs.lookup(ROOT_INO, "unread").await.unwrap();
     let (fh, _) = fs.open(u.ino, OpenMode::default()).await.unwrap();
+    let (served, _) = fs.open(u.ino, OpenMode::default()).await.unwrap();
+    let first = fs.read(served, 0, 4096).await.unwrap();
     fs.store
         .put(
             "unread",
@@ -197,12 +200,30 @@ async fn read_whole_file_and_eio_on_change() {
         )
         .await
         .unwrap();
-    for off in [0, 1 << 20, (5 << 20) - 10] {
-        let e = fs.read(fh, off, 4096).await.unwrap_err();
-        assert!(matches!(e, Error::Changed), "{e}");
-        assert_eq!(e.errno(), libc::EIO);
+    let mut refused = 0;
+    for (off, old_off) in [(0, 8192), (1 << 20, 3 << 20), ((5 << 20) - 10, 4 << 20)] {
+        let b = fs.read(fh, off, 4096).await.unwrap();
+        assert!(b.iter().all(|x| *x == 9), "the new version at {off}");
+        // The old version where it was already fetched, else EIO; never the new bytes.
+        match fs.read(served, old_off, 4096).await {
+            Ok(b) => assert!(
+                b.is_empty() || !b.iter().all(|x| *x == 9),
+                "new bytes at {off}"
+            ),
+            Err(e) => {
+                assert!(matches!(e, Error::Changed), "{e}");
+                assert_eq!(e.errno(), libc::EIO);
+                refused += 1;
+            }
+        }
     }
+    assert!(
+        refused > 0,
+        "the served handle refuses what it had not fetched"
+    );
+    assert!(!first.iter().all(|x| *x == 9));
     fs.release(fh).await.unwrap();
+    fs.release(served).await.unwrap();
 }
 
 #[tokio::test]
