@@ -322,6 +322,7 @@ impl<S: ObjectStore> S3Fs<S> {
             if let Err(e) = self.store.delete(&key).await {
                 tracing::warn!(key, error = %e, "the object of a file unlinked while open could not be deleted");
             }
+            self.ns.deleted_deferred(&key, h.ino);
         }
         res
     }

@@ -138,15 +138,23 @@ impl<S: ObjectStore> Namespace<S> {
     }
 
     /// A handle of `ino` closed. If it was the last of a file unlinked while open, the key
-    /// of its object, which the caller now deletes.
+    /// of its object, which the caller now deletes (then [`Namespace::deleted_deferred`]: it
+    /// stays hidden until the object is gone).
     pub(super) fn close_handle(&self, ino: u64) -> Option<String> {
         if self.inodes.close_handle(ino) > 0 {
             return None;
         }
+        let d = self.deferred.lock().unwrap();
+        d.iter().find(|(_, i)| **i == ino).map(|(k, _)| k.clone())
+    }
+
+    /// The object of a file unlinked while open is deleted (or could not be): `key` is no
+    /// longer hidden.
+    pub(super) fn deleted_deferred(&self, key: &str, ino: u64) {
         let mut d = self.deferred.lock().unwrap();
-        let key = d.iter().find(|(_, i)| **i == ino).map(|(k, _)| k.clone())?;
-        d.remove(&key);
-        Some(key)
+        if d.get(key) == Some(&ino) {
+            d.remove(key);
+        }
     }
 
     /// Whether `ino` has open handles.
@@ -538,6 +546,10 @@ impl<S: ObjectStore> Namespace<S> {
             let m = meta::PosixMeta::parse(&info.metadata);
             if m.is_symlink() {
                 out[i].kind = Kind::Symlink;
+            } else if let Some(t) = m.special_type() {
+                // Special files are zero-byte objects: always HEADed here, so a listing
+                // shows them as what they are.
+                out[i].kind = Kind::Special(t);
             }
             out[i].etag = info.etag.or(out[i].etag.take());
             out[i].meta = Some(m);

@@ -1,6 +1,8 @@
-//! Reference-model test: random sequences of create/write/truncate/rename/unlink/mkdir/rmdir
-//! applied to the mount and to a local directory must give the same outcomes (success or the
-//! same errno) and, at the end, the same tree and bytes.
+//! Reference-model test: random sequences of create/write/truncate/rename/unlink/mkdir/rmdir,
+//! mkfifo, user xattrs set and removed, and a file unlinked while open (then written and read
+//! through its descriptor) applied to the mount and to a local directory must give the same
+//! outcomes (success or the same errno, the same bytes read) and, at the end, the same tree:
+//! types, bytes and extended attributes.
 
 use crate::common::*;
 use proptest::prelude::*;
@@ -17,6 +19,15 @@ enum Op {
     Unlink(String),
     Mkdir(String),
     Rmdir(String),
+    Mkfifo(String),
+    SetXattr(String, &'static str, Vec<u8>),
+    RemoveXattr(String, &'static str),
+    /// Open, unlink, write through the descriptor, read it all back.
+    UnlinkOpen(String, Vec<u8>),
+}
+
+fn xattr_name() -> impl Strategy<Value = &'static str> {
+    prop_oneof![Just("user.a"), Just("user.b")]
 }
 
 /// A small namespace, so operations collide often.
@@ -46,43 +57,169 @@ fn op() -> impl Strategy<Value = Op> {
         path().prop_map(Op::Unlink),
         path().prop_map(Op::Mkdir),
         path().prop_map(Op::Rmdir),
+        path().prop_map(Op::Mkfifo),
+        (
+            path(),
+            xattr_name(),
+            prop::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(p, n, v)| Op::SetXattr(p, n, v)),
+        (path(), xattr_name()).prop_map(|(p, n)| Op::RemoveXattr(p, n)),
+        (path(), prop::collection::vec(any::<u8>(), 1..500))
+            .prop_map(|(p, d)| Op::UnlinkOpen(p, d)),
     ]
 }
 
-fn apply(root: &Path, op: &Op) -> Result<(), i32> {
+fn cpath(p: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn check(rc: i32) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The extended attributes of `p` (names and values, sorted); empty for FIFOs (user.* is not
+/// allowed on them).
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a valid C string and a buffer of the given length.
+    let n = unsafe { libc::llistxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<(String, Vec<u8>)> = buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            let c = std::ffi::CString::new(name).unwrap();
+            let mut v = vec![0u8; 4096];
+            // SAFETY: valid C strings and a buffer of the given length.
+            let len = unsafe {
+                libc::lgetxattr(
+                    cpath(p).as_ptr(),
+                    c.as_ptr(),
+                    v.as_mut_ptr().cast(),
+                    v.len(),
+                )
+            };
+            v.truncate(len.max(0) as usize);
+            (String::from_utf8_lossy(name).into_owned(), v)
+        })
+        .filter(|(n, _)| n.starts_with("user."))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The outcome of `op` under `root`: the bytes it read (if it reads), or the errno.
+fn apply(root: &Path, op: &Op) -> Result<Vec<u8>, i32> {
+    use std::io::{Read, Seek, SeekFrom};
     let j = |p: &str| root.join(p);
-    let r: std::io::Result<()> = match op {
-        Op::Create(p, d) => std::fs::File::create(j(p)).and_then(|mut f| f.write_all(d)),
-        Op::Write(p, o, d) => std::fs::OpenOptions::new()
-            .write(true)
-            .open(j(p))
-            .and_then(|f| f.write_all_at(d, *o)),
-        Op::Truncate(p, l) => std::fs::OpenOptions::new()
-            .write(true)
-            .open(j(p))
-            .and_then(|f| f.set_len(*l)),
-        Op::Rename(a, b) => std::fs::rename(j(a), j(b)),
-        Op::Unlink(p) => std::fs::remove_file(j(p)),
-        Op::Mkdir(p) => std::fs::create_dir(j(p)),
-        Op::Rmdir(p) => std::fs::remove_dir(j(p)),
+    let r: std::io::Result<Vec<u8>> = match op {
+        Op::Mkfifo(p) => {
+            // SAFETY: a valid C string.
+            check(unsafe { libc::mkfifo(cpath(&j(p)).as_ptr(), 0o644) }).map(|()| Vec::new())
+        }
+        Op::SetXattr(p, n, v) => {
+            let name = std::ffi::CString::new(*n).unwrap();
+            // SAFETY: valid C strings and a buffer of the given length.
+            check(unsafe {
+                libc::lsetxattr(
+                    cpath(&j(p)).as_ptr(),
+                    name.as_ptr(),
+                    v.as_ptr().cast(),
+                    v.len(),
+                    0,
+                )
+            })
+            .map(|()| Vec::new())
+        }
+        Op::RemoveXattr(p, n) => {
+            let name = std::ffi::CString::new(*n).unwrap();
+            // SAFETY: valid C strings.
+            check(unsafe { libc::lremovexattr(cpath(&j(p)).as_ptr(), name.as_ptr()) })
+                .map(|()| Vec::new())
+        }
+        Op::UnlinkOpen(p, d) => (|| {
+            if !std::fs::symlink_metadata(j(p))?.is_file() {
+                // Opening a FIFO would wait for a writer; a directory is not a file.
+                return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(j(p))?;
+            std::fs::remove_file(j(p))?;
+            f.seek(SeekFrom::End(0))?;
+            f.write_all(d)?;
+            f.seek(SeekFrom::Start(0))?;
+            let mut all = Vec::new();
+            f.read_to_end(&mut all)?;
+            Ok(all)
+        })(),
+        _ => apply_plain(root, op).map(|()| Vec::new()),
     };
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-/// (relative path, Some(bytes) for files / None for directories), sorted.
-fn tree(root: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+fn apply_plain(root: &Path, op: &Op) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let j = |p: &str| root.join(p);
+    // O_NONBLOCK: opening a FIFO for writing fails (ENXIO) instead of waiting for a reader;
+    // regular files ignore it.
+    let open = |p: &str, create: bool| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(j(p))
+    };
+    match op {
+        Op::Create(p, d) => open(p, true).and_then(|mut f| f.write_all(d)),
+        Op::Write(p, o, d) => open(p, false).and_then(|f| f.write_all_at(d, *o)),
+        Op::Truncate(p, l) => open(p, false).and_then(|f| f.set_len(*l)),
+        Op::Rename(a, b) => std::fs::rename(j(a), j(b)),
+        Op::Unlink(p) => std::fs::remove_file(j(p)),
+        Op::Mkdir(p) => std::fs::create_dir(j(p)),
+        Op::Rmdir(p) => std::fs::remove_dir(j(p)),
+        _ => unreachable!("handled by apply"),
+    }
+}
+
+/// What the final tree holds at a path.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Dir,
+    File(Vec<u8>),
+    Fifo,
+}
+
+/// (relative path, what is there, its user xattrs), sorted.
+#[allow(clippy::type_complexity)]
+fn tree(root: &Path) -> Vec<(PathBuf, Node, Vec<(String, Vec<u8>)>)> {
+    use std::os::unix::fs::FileTypeExt;
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if p.is_dir() {
-                out.push((rel, None));
-                stack.push(p);
+            let ft = std::fs::symlink_metadata(&p).unwrap().file_type();
+            let node = if ft.is_dir() {
+                stack.push(p.clone());
+                Node::Dir
+            } else if ft.is_fifo() {
+                Node::Fifo
             } else {
-                out.push((rel, Some(std::fs::read(&p).unwrap())));
-            }
+                Node::File(std::fs::read(&p).unwrap())
+            };
+            out.push((rel, node, xattrs(&p)));
         }
     }
     out.sort();
