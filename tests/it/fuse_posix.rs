@@ -201,6 +201,32 @@ fn fuse_new_entries_belong_to_their_creator() {
         (1000, 1000),
         "a directory's owner after a remount"
     );
+    let ours = std::fs::symlink_metadata(m.join("shared/f")).unwrap();
+    drop(m);
+    if a.backend.external {
+        return;
+    }
+    // s3fs-fuse reads the owner, mode and times we stored, and we read what it stores.
+    let s = S3fsMount::new(&a, true);
+    let theirs = std::fs::symlink_metadata(s.join("shared/f")).unwrap();
+    assert_eq!(
+        (theirs.uid(), theirs.gid(), theirs.mode()),
+        (1000, 1000, ours.mode()),
+        "in s3fs-fuse"
+    );
+    assert_eq!(theirs.mtime(), ours.mtime(), "mtime in s3fs-fuse");
+    assert_eq!(theirs.ctime(), ours.ctime(), "ctime in s3fs-fuse");
+    std::fs::write(s.join("by-s3fs"), "x").unwrap();
+    std::os::unix::fs::chown(s.join("by-s3fs"), Some(1234), Some(4321)).unwrap();
+    let theirs = std::fs::symlink_metadata(s.join("by-s3fs")).unwrap();
+    drop(s);
+    let m = a.mount(&args);
+    let md = std::fs::symlink_metadata(m.join("by-s3fs")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mtime(), md.ctime()),
+        (1234, 4321, theirs.mtime(), theirs.ctime()),
+        "s3fs's owner and times here"
+    );
 }
 
 fn times(p: &std::path::Path) -> (i64, i64, i64, i64) {
