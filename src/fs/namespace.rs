@@ -273,7 +273,8 @@ impl<S: ObjectStore> Namespace<S> {
             return Err(Error::NotFound);
         }
         let key = self.child_key(&p, name);
-        if self.is_deferred(&key) {
+        // Past S3's key length nothing can exist (the server would answer 400, not 404).
+        if self.is_deferred(&key) || key.len() + 1 > super::ops::MAX_KEY_LEN {
             return Err(Error::NotFound);
         }
         let dir_prefix = format!("{key}/");

@@ -599,3 +599,48 @@ fn fuse_old_style_directory_objects_can_be_removed_renamed_and_chmoded() {
         0o700
     );
 }
+
+/// Name limits: statfs reports 255-byte names; past S3's 1,024-byte keys, creating anything
+/// (file, directory, symlink, FIFO) or renaming onto such a path is ENAMETOOLONG.
+#[test]
+fn fuse_keys_past_1024_bytes_are_enametoolong() {
+    let a = Area::new("pkeylen");
+    let m = rw(&a);
+    // SAFETY: statvfs on a valid path into a zeroed struct.
+    let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(cpath(m.path()).as_ptr(), &mut sv) },
+        0
+    );
+    assert_eq!(sv.f_namemax, 255);
+    let seg = "d".repeat(240);
+    let mut p = m.path().to_path_buf();
+    let mut key_len = a.prefix.len();
+    while key_len + seg.len() + 1 + 100 < 1024 {
+        p.push(&seg);
+        std::fs::create_dir(&p).unwrap();
+        key_len += seg.len() + 1;
+    }
+    // One more directory, so that 150 bytes of key are left.
+    let last = "e".repeat(1024 - key_len - 150 - 1);
+    p.push(&last);
+    std::fs::create_dir(&p).unwrap();
+    key_len += last.len() + 1;
+    let long = p.join("x".repeat(1024 - key_len + 1));
+    let too_long = |r: std::io::Result<()>, what: &str| {
+        assert_eq!(
+            r.unwrap_err().raw_os_error(),
+            Some(libc::ENAMETOOLONG),
+            "{what}"
+        );
+    };
+    assert!(long.file_name().unwrap().len() <= 255);
+    too_long(std::fs::write(&long, "x"), "file");
+    too_long(std::fs::create_dir(&long), "directory");
+    too_long(std::os::unix::fs::symlink("t", &long), "symlink");
+    too_long(mknod(&long, libc::S_IFIFO | 0o644, 0), "fifo");
+    std::fs::write(m.join("short"), "x").unwrap();
+    too_long(std::fs::rename(m.join("short"), &long), "rename");
+    // Just under the limit works.
+    std::fs::write(p.join("y".repeat(1024 - key_len - 2)), "ok").unwrap();
+}
