@@ -37,9 +37,11 @@ pub(super) struct Namespace<S: ObjectStore> {
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     warned: Mutex<HashSet<String>>,
     mount_time: SystemTime,
-    /// Objects of files unlinked while open, by key: hidden from lookups and listings until
-    /// the last handle closes and the object is deleted (std, map operations only).
-    deferred: Mutex<HashMap<String, u64>>,
+    /// Objects of files unlinked while open, by key: the inode, and when the object was
+    /// deleted (after its last handle closed). Hidden from lookups until deleted, and from
+    /// listings sent before it was deleted (a LIST in flight may still carry it) (std, map
+    /// operations only).
+    deferred: Mutex<HashMap<String, (u64, Option<Instant>)>>,
 }
 
 impl<S: ObjectStore> Namespace<S> {
@@ -145,16 +147,33 @@ impl<S: ObjectStore> Namespace<S> {
             return None;
         }
         let d = self.deferred.lock().unwrap();
-        d.iter().find(|(_, i)| **i == ino).map(|(k, _)| k.clone())
+        d.iter()
+            .find(|(_, (i, gone))| *i == ino && gone.is_none())
+            .map(|(k, _)| k.clone())
     }
 
-    /// The object of a file unlinked while open is deleted (or could not be): `key` is no
-    /// longer hidden.
+    /// The object of a file unlinked while open is deleted (or could not be): lookups see
+    /// what the server says of `key` from now on; listings sent before now still hide it.
     pub(super) fn deleted_deferred(&self, key: &str, ino: u64) {
+        /// Longest a LIST may be in flight: entries older than this are forgotten.
+        const LIST_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(120);
         let mut d = self.deferred.lock().unwrap();
-        if d.get(key) == Some(&ino) {
-            d.remove(key);
+        if let Some(e) = d.get_mut(key)
+            && e.0 == ino
+        {
+            e.1 = Some(Instant::now());
         }
+        d.retain(|_, (_, gone)| gone.is_none_or(|t| t.elapsed() < LIST_IN_FLIGHT));
+    }
+
+    /// Whether a listing sent at `sent` must hide `key`.
+    fn hidden_in_listing(
+        d: &HashMap<String, (u64, Option<Instant>)>,
+        key: &str,
+        sent: Instant,
+    ) -> bool {
+        d.get(key)
+            .is_some_and(|(_, gone)| gone.is_none_or(|t| sent < t))
     }
 
     /// Whether `ino` has open handles.
@@ -170,12 +189,16 @@ impl<S: ObjectStore> Namespace<S> {
         inode
             .unlinked
             .store(true, std::sync::atomic::Ordering::Release);
-        self.deferred.lock().unwrap().insert(key, inode.ino);
+        self.deferred.lock().unwrap().insert(key, (inode.ino, None));
         self.removed(parent, name);
     }
 
     fn is_deferred(&self, key: &str) -> bool {
-        self.deferred.lock().unwrap().contains_key(key)
+        self.deferred
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|(_, gone)| gone.is_none())
     }
 
     pub(super) fn attr(&self, inode: &Inode, stat: &Stat) -> Attr {
@@ -474,10 +497,13 @@ impl<S: ObjectStore> Namespace<S> {
     async fn next_page(&self, h: &mut DirHandle) -> Result<()> {
         let dir = self.dir_inode(h.ino)?;
         let prefix = self.inodes.key(&dir);
+        let mut sent = Instant::now();
         let page = match h.pending.take() {
-            Some(p) => p
-                .await
-                .map_err(|e| StoreError::Other(format!("LIST task failed: {e}")))??,
+            Some(p) => {
+                sent = h.pending_at;
+                p.await
+                    .map_err(|e| StoreError::Other(format!("LIST task failed: {e}")))??
+            }
             None => {
                 self.store
                     .list(&prefix, Some("/"), h.next.as_deref(), LIST_PAGE)
@@ -490,6 +516,7 @@ impl<S: ObjectStore> Namespace<S> {
         // consuming this one.
         if let Some(token) = h.next.clone() {
             let (store, prefix) = (self.store.clone(), prefix.clone());
+            h.pending_at = Instant::now();
             h.pending = Some(tokio::spawn(async move {
                 store
                     .list(&prefix, Some("/"), Some(&token), LIST_PAGE)
@@ -506,7 +533,8 @@ impl<S: ObjectStore> Namespace<S> {
             let d = self.deferred.lock().unwrap();
             if !d.is_empty() {
                 out.retain(|l| {
-                    l.kind == Kind::Dir || !d.contains_key(&format!("{prefix}{}", l.name))
+                    l.kind == Kind::Dir
+                        || !Self::hidden_in_listing(&d, &format!("{prefix}{}", l.name), sent)
                 });
             }
         }

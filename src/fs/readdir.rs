@@ -148,6 +148,8 @@ pub struct DirHandle {
     pub started: bool,
     /// The next page, already requested while the kernel consumes this one.
     pub pending: Option<tokio::task::JoinHandle<crate::store::StoreResult<ListPage>>>,
+    /// When the pending page's LIST was sent.
+    pub pending_at: std::time::Instant,
 }
 
 impl Drop for DirHandle {
@@ -167,6 +169,7 @@ impl DirHandle {
             next: None,
             started: false,
             pending: None,
+            pending_at: std::time::Instant::now(),
         }
     }
 

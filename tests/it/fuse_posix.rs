@@ -97,8 +97,10 @@ fn fuse_special_files_are_stored_as_s3fs_does_and_read_both_ways() {
     let m = rw(&a);
     check_specials(m.path(), "after a remount", true);
     drop(m);
-    if a.backend.external {
-        return; // s3fs against the external server is checked in the embedded pass
+    // s3fs against the external server is checked in the embedded pass; it needs CopyObject
+    // for attribute changes.
+    if a.backend.external || gateway_lacks("CopyObject") {
+        return;
     }
     let s = S3fsMount::new(&a, true);
     check_specials(s.dir.path(), "in s3fs-fuse", false);
@@ -203,7 +205,7 @@ fn fuse_new_entries_belong_to_their_creator() {
     );
     let ours = std::fs::symlink_metadata(m.join("shared/f")).unwrap();
     drop(m);
-    if a.backend.external {
+    if a.backend.external || gateway_lacks("CopyObject") {
         return;
     }
     // s3fs-fuse reads the owner, mode and times we stored, and we read what it stores.
@@ -497,7 +499,7 @@ fn fuse_user_xattrs_are_stored_as_s3fs_does() {
     assert_eq!(get_xattr(&m.join("d"), "user.dir").unwrap(), b"yes");
     assert_eq!(get_xattr(&m.join("w"), "user.w").unwrap(), b"while open");
     drop(m);
-    if a.backend.external {
+    if a.backend.external || gateway_lacks("CopyObject") {
         return;
     }
     let s = S3fsMount::new(&a, true);

@@ -210,7 +210,9 @@ fn tree(root: &Path) -> Vec<(PathBuf, Node, Vec<(String, Vec<u8>)>)> {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            let ft = std::fs::symlink_metadata(&p).unwrap().file_type();
+            let ft = std::fs::symlink_metadata(&p)
+                .unwrap_or_else(|e| panic!("{} is listed but not found: {e}", rel.display()))
+                .file_type();
             let node = if ft.is_dir() {
                 stack.push(p.clone());
                 Node::Dir
