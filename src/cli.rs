@@ -207,6 +207,22 @@ pub struct S3Args {
     /// body that stalled, before retrying (default 30); also `-o request_timeout=`.
     #[arg(long, value_name = "SECONDS")]
     pub request_timeout: Option<String>,
+    /// Server-side encryption of objects written: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS);
+    /// also `-o sse=`.
+    #[arg(long)]
+    pub sse: Option<String>,
+    /// KMS key id for `--sse aws:kms` (default: the bucket's key); also `-o sse_kms_key_id=`.
+    #[arg(long)]
+    pub sse_kms_key_id: Option<String>,
+    /// Storage class of objects written (e.g. STANDARD_IA); also `-o storage_class=`.
+    #[arg(long)]
+    pub storage_class: Option<String>,
+    /// Canned ACL of objects written (e.g. bucket-owner-full-control); also `-o acl=`.
+    #[arg(long)]
+    pub acl: Option<String>,
+    /// The bucket is requester-pays: every request says so; also `-o requester_pays`.
+    #[arg(long)]
+    pub requester_pays: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -106,6 +106,16 @@ pub struct TomlProfile {
     pub list_version: Option<String>,
     /// `auto` (detect), `on` or `off`: server-side CopyObject (off: GET -> PUT).
     pub copy: Option<String>,
+    /// Server-side encryption of objects written: `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    /// KMS key id for `aws:kms`.
+    pub sse_kms_key_id: Option<String>,
+    /// Storage class of objects written.
+    pub storage_class: Option<String>,
+    /// Canned ACL of objects written.
+    pub acl: Option<String>,
+    /// The bucket is requester-pays.
+    pub requester_pays: Option<bool>,
 }
 
 /// s3mount's TOML file.

@@ -13,7 +13,7 @@ mod resolve;
 
 pub use resolve::{Env, resolve_mount, resolve_s3};
 
-pub use crate::store::settings::{Addressing, S3Settings, Secret};
+pub use crate::store::settings::{Addressing, ObjectOptions, S3Settings, Secret};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -150,6 +150,7 @@ mod tests {
             multipart: None,
             list_version: None,
             copy: None,
+            object: Default::default(),
             bucket: bucket.into(),
         }
     }

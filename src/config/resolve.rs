@@ -5,7 +5,8 @@
 
 use super::files::{IniProfiles, TomlFile, TomlProfile, read_aws_ini, read_toml};
 use super::{
-    Addressing, ConfigError, FsOptions, FuseOptions, MountConfig, S3Settings, Secret, parse_size,
+    Addressing, ConfigError, FsOptions, FuseOptions, MountConfig, ObjectOptions, S3Settings,
+    Secret, parse_size,
 };
 use crate::cli::{MountArgs, S3Args};
 use std::collections::HashMap;
@@ -332,7 +333,33 @@ pub fn resolve_s3(
         }
     };
 
+    let object = ObjectOptions {
+        sse: match pick(&cli.sse, t.map(|t| &t.sse)).as_deref() {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("aes256") || v.eq_ignore_ascii_case("sse-s3") => {
+                Some("AES256".into())
+            }
+            Some(v) if v.eq_ignore_ascii_case("aws:kms") || v.eq_ignore_ascii_case("sse-kms") => {
+                Some("aws:kms".into())
+            }
+            Some(v) => {
+                return Err(ConfigError(format!(
+                    "bad sse '{v}' for profile '{profile}': use AES256 (SSE-S3) or aws:kms (SSE-KMS)"
+                )));
+            }
+        },
+        sse_kms_key_id: pick(&cli.sse_kms_key_id, t.map(|t| &t.sse_kms_key_id)),
+        storage_class: pick(&cli.storage_class, t.map(|t| &t.storage_class)),
+        acl: pick(&cli.acl, t.map(|t| &t.acl)),
+        requester_pays: cli.requester_pays || t.and_then(|t| t.requester_pays).unwrap_or(false),
+    };
+    if object.sse_kms_key_id.is_some() && object.sse.as_deref() != Some("aws:kms") {
+        return Err(ConfigError(format!(
+            "sse_kms_key_id is set for profile '{profile}' without sse = aws:kms: add --sse aws:kms"
+        )));
+    }
     Ok(S3Settings {
+        object,
         profile,
         endpoint,
         region,
@@ -452,6 +479,11 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "list_version" => a.s3.list_version = a.s3.list_version.or(Some(need(v)?)),
             "copy" => a.s3.copy = a.s3.copy.or(Some(need(v)?)),
             "request_timeout" => a.s3.request_timeout = a.s3.request_timeout.or(Some(need(v)?)),
+            "sse" => a.s3.sse = a.s3.sse.or(Some(need(v)?)),
+            "sse_kms_key_id" => a.s3.sse_kms_key_id = a.s3.sse_kms_key_id.or(Some(need(v)?)),
+            "storage_class" => a.s3.storage_class = a.s3.storage_class.or(Some(need(v)?)),
+            "acl" => a.s3.acl = a.s3.acl.or(Some(need(v)?)),
+            "requester_pays" => a.s3.requester_pays = true,
             "signature" => a.s3.signature = a.s3.signature.or(Some(need(v)?)),
             "ca_bundle" => a.s3.ca_bundle = a.s3.ca_bundle.or(Some(need(v)?)),
             "no_verify_tls" => a.s3.no_verify_tls = true,

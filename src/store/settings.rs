@@ -69,8 +69,25 @@ pub struct S3Settings {
     pub list_version: Option<u8>,
     /// CopyObject: `None` detect, or fixed (false: copies stream GET -> PUT).
     pub copy: Option<bool>,
+    /// What every object written gets (encryption, storage class, ACL), and requester pays.
+    pub object: ObjectOptions,
     /// Bucket name.
     pub bucket: String,
+}
+
+/// Options of the objects a mount writes, sent with every request that needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectOptions {
+    /// Server-side encryption: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
+    pub sse: Option<String>,
+    /// KMS key for `aws:kms` (the bucket's default key when unset).
+    pub sse_kms_key_id: Option<String>,
+    /// Storage class of new objects (`STANDARD_IA`, `GLACIER_IR`, ...).
+    pub storage_class: Option<String>,
+    /// Canned ACL of new objects (`bucket-owner-full-control`, `private`, ...).
+    pub acl: Option<String>,
+    /// Send `x-amz-request-payer: requester` (requester-pays buckets).
+    pub requester_pays: bool,
 }
 
 impl S3Settings {

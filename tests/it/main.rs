@@ -6,6 +6,7 @@ mod common;
 mod fuse_fault_suite;
 mod fuse_faults;
 mod fuse_gateways;
+mod fuse_options;
 mod fuse_posix;
 mod fuse_read;
 mod fuse_reftest;

@@ -65,6 +65,31 @@ pub struct SdkStore {
     caps: Arc<Caps>,
 }
 
+/// The profile's object options, as the SDK's types (every request that needs them sends them).
+impl SdkStore {
+    fn payer(&self) -> Option<aws_sdk_s3::types::RequestPayer> {
+        self.settings
+            .object
+            .requester_pays
+            .then_some(aws_sdk_s3::types::RequestPayer::Requester)
+    }
+
+    fn sse(&self) -> Option<aws_sdk_s3::types::ServerSideEncryption> {
+        let s = self.settings.object.sse.as_deref()?;
+        Some(aws_sdk_s3::types::ServerSideEncryption::from(s))
+    }
+
+    fn storage_class(&self) -> Option<aws_sdk_s3::types::StorageClass> {
+        let s = self.settings.object.storage_class.as_deref()?;
+        Some(aws_sdk_s3::types::StorageClass::from(s))
+    }
+
+    fn acl(&self) -> Option<aws_sdk_s3::types::ObjectCannedAcl> {
+        let s = self.settings.object.acl.as_deref()?;
+        Some(aws_sdk_s3::types::ObjectCannedAcl::from(s))
+    }
+}
+
 impl SdkStore {
     /// A store for `s`; fails only on an unusable `ca_bundle`.
     pub fn new(s: &S3Settings) -> Result<Self, String> {
@@ -128,6 +153,7 @@ impl SdkStore {
             .client()
             .get_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(src)
             .send()
             .await
@@ -141,6 +167,11 @@ impl SdkStore {
             .client()
             .put_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.settings.object.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
+            .set_acl(self.acl())
             .key(dst)
             .content_length(len as i64)
             .set_content_type(opts.content_type)
@@ -195,6 +226,11 @@ impl SdkStore {
             .client()
             .put_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.settings.object.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
+            .set_acl(self.acl())
             .key(key)
             .content_length(len as i64)
             .content_md5(content_md5(&md5))
@@ -265,6 +301,7 @@ impl ObjectStore for SdkStore {
             .client()
             .head_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(key)
             .send()
             .await
@@ -371,6 +408,7 @@ impl ObjectStore for SdkStore {
             .client()
             .upload_part()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(key)
             .upload_id(upload_id)
             .part_number(number as i32)
@@ -408,6 +446,7 @@ impl ObjectStore for SdkStore {
             .client()
             .complete_multipart_upload()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(
@@ -432,6 +471,7 @@ impl ObjectStore for SdkStore {
         self.client()
             .abort_multipart_upload()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(key)
             .upload_id(upload_id)
             .send()
@@ -457,6 +497,7 @@ impl ObjectStore for SdkStore {
         self.client()
             .delete_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(key)
             .send()
             .await
@@ -472,6 +513,11 @@ impl SdkStore {
             .client()
             .create_multipart_upload()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.settings.object.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
+            .set_acl(self.acl())
             .key(key)
             .set_content_type(opts.content_type)
             .set_metadata((!opts.metadata.is_empty()).then_some(opts.metadata))
@@ -495,6 +541,7 @@ impl SdkStore {
             .client()
             .get_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
             .key(key)
             .range(format!("bytes={}-{}", start, end - 1))
             .set_if_match(if_match.map(str::to_string))
@@ -515,6 +562,11 @@ impl SdkStore {
             .client()
             .copy_object()
             .bucket(&self.bucket)
+            .set_request_payer(self.payer())
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.settings.object.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
+            .set_acl(self.acl())
             .key(dst)
             .copy_source(format!("{}/{}", self.bucket, encode_key(src)));
         if let Some(opts) = replace.clone() {

@@ -59,6 +59,8 @@ pub struct Seen {
     pub range: Option<String>,
     /// What the gate did with it.
     pub action: Action,
+    /// Every header, names lower-cased.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -271,6 +273,12 @@ async fn serve(mut conn: TcpStream, upstream: &str, st: &Mutex<State>) -> std::i
             body_len: body.len(),
             range: header(&head, "range").map(str::to_string),
             action,
+            headers: head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect(),
         });
         action
     };

@@ -147,6 +147,7 @@ where
 
 pub fn settings(b: &Backend, bucket: &str) -> S3Settings {
     S3Settings {
+        object: Default::default(),
         profile: "test".into(),
         endpoint: Some(b.endpoint.clone()),
         region: "us-east-1".into(),
