@@ -164,6 +164,10 @@ pub struct MountArgs {
     /// Where the daemon writes its log (default: ~/.cache/s3mount/s3mount.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100, path /metrics); also
+    /// `-o metrics_addr=`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<String>,
     /// More logging (-v info, -vv debug, -vvv trace).
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,

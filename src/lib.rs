@@ -11,6 +11,7 @@
 //! - [`check`]: `s3mount check`, what the server supports.
 //! - [`recover`]: `s3mount recover`, uploading what mounts could not.
 //! - [`run`]: wiring: check the bucket, daemonize, mount, signals.
+//! - [`metrics`]: `--metrics-addr`, Prometheus text of the mount's counters and gauges.
 //! - [`s3rules`]: S3's listing order and multipart ETag, shared by the server and the test store.
 
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod fs;
 pub mod fuse;
+pub mod metrics;
 pub mod recover;
 pub mod run;
 pub mod s3rules;

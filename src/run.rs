@@ -394,6 +394,23 @@ fn serve_mount(cfg: MountConfig, ready: Option<&mut std::fs::File>) -> Result<()
     // Replies are sent from tokio tasks, so few session threads suffice to keep the queue moving.
     fcfg.n_threads = Some(2);
     fcfg.clone_fd = true;
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| {
+                MountError::Config(ConfigError(format!(
+                    "cannot serve metrics on {addr}: {e}; pick a free address with --metrics-addr"
+                )))
+            })?;
+        let gauges = core.clone();
+        rt.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => crate::metrics::serve(l, move || gauges.gauges()).await,
+                Err(e) => tracing::error!(error = %e, "metrics endpoint failed"),
+            }
+        });
+        tracing::info!(%addr, "serving metrics on /metrics");
+    }
     let adapter = FuseAdapter::new(core.clone(), rt.handle().clone());
     let tasks = adapter.tasks();
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fcfg).map_err(|e| {

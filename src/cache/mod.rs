@@ -59,6 +59,18 @@ impl PageCache {
 
     /// `[offset, end)` if every block of it is cached.
     pub fn get_range(&self, id: u64, offset: u64, end: u64) -> Option<Bytes> {
+        let got = self.get_range_inner(id, offset, end);
+        let m = crate::metrics::global();
+        let counter = if got.is_some() {
+            &m.page_cache_hits
+        } else {
+            &m.page_cache_misses
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        got
+    }
+
+    fn get_range_inner(&self, id: u64, offset: u64, end: u64) -> Option<Bytes> {
         let first = offset / BLOCK;
         let last = (end - 1) / BLOCK;
         if first == last {

@@ -96,6 +96,8 @@ pub struct MountConfig {
     pub foreground: bool,
     pub log_file: Option<PathBuf>,
     pub verbose: u8,
+    /// Where Prometheus metrics are served (`--metrics-addr`); `None`: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A configuration problem, one line naming the problem and the fix.

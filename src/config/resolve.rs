@@ -472,6 +472,7 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
             "cache_dir" => a.cache_dir = a.cache_dir.or(Some(need(v)?.into())),
             "write_buffer" => a.write_buffer = a.write_buffer.or(Some(need(v)?)),
             "log_file" => a.log_file = a.log_file.or(Some(need(v)?.into())),
+            "metrics_addr" => a.metrics_addr = a.metrics_addr.or(Some(need(v)?)),
             "foreground" => a.foreground = true,
             "posix_metadata" => a.posix_metadata = true,
             "no_multipart" => a.no_multipart = true,
@@ -608,6 +609,17 @@ pub fn resolve_mount(args: &MountArgs, env: &Env) -> Result<MountConfig, ConfigE
         fuse,
         foreground: a.foreground,
         log_file: a.log_file,
+        metrics_addr: a
+            .metrics_addr
+            .as_deref()
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "bad metrics address '{v}': use IP:PORT, e.g. --metrics-addr 127.0.0.1:9100"
+                    ))
+                })
+            })
+            .transpose()?,
         verbose: a.verbose,
     })
 }

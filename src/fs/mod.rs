@@ -172,6 +172,34 @@ impl<S: ObjectStore> S3Fs<S> {
         }
     }
 
+    /// The mount's gauges for metrics: (name, help, value).
+    pub fn gauges(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let (writing, staged) = self.writes.pending();
+        vec![
+            (
+                "s3mount_inodes",
+                "Inodes the mount holds.",
+                self.inode_count() as u64,
+            ),
+            (
+                "s3mount_open_handles",
+                "Open file handles.",
+                self.open_files() as u64,
+            ),
+            ("s3mount_files_writing", "Files open for writing.", writing),
+            (
+                "s3mount_staged_bytes",
+                "Bytes of files open for writing, staged locally.",
+                staged,
+            ),
+            (
+                "s3mount_uploads_in_flight",
+                "Part and whole-file uploads sending now.",
+                self.writes.uploads_in_flight(),
+            ),
+        ]
+    }
+
     /// File handles open (reading or writing).
     pub fn open_files(&self) -> usize {
         self.reads.open_count()

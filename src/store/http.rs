@@ -164,7 +164,37 @@ impl HttpConnector for Hyper {
                     )
                 });
             }
-            let response = client.request(request).await.map_err(classify)?;
+            let op = crate::metrics::operation(
+                request.method().as_str(),
+                request.uri().query().unwrap_or(""),
+                request.headers().contains_key("x-amz-copy-source"),
+            );
+            let sent = request
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            let started = std::time::Instant::now();
+            let m = crate::metrics::global();
+            let response = match client.request(request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    m.request(op, None, started.elapsed());
+                    return Err(classify(e));
+                }
+            };
+            m.request(op, Some(response.status().as_u16()), started.elapsed());
+            m.bytes_written
+                .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            if op == "GetObject" {
+                let got = response
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                m.bytes_read
+                    .fetch_add(got, std::sync::atomic::Ordering::Relaxed);
+            }
             HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
                 .map_err(|e| ConnectorError::other(e.into(), None))
         })

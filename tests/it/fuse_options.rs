@@ -110,3 +110,67 @@ fn bad_object_options_name_the_fix() {
         );
     }
 }
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    assert!(s.starts_with("HTTP/1.1 200"), "{s}");
+    s
+}
+
+/// The value of the sample `name` (with its labels as written) in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `--metrics-addr` serves Prometheus text: requests by operation and status, latency
+/// histograms, bytes read and written, page-cache hits and misses, and the mount's gauges.
+#[test]
+fn fuse_metrics_count_what_the_mount_does() {
+    let a = Area::new("ometrics");
+    let data = pseudo_random(3 << 20, 9);
+    a.put("in.bin", data.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let m = a.mount(&["--read-write", "--metrics-addr", &addr]);
+    std::fs::write(m.join("out.bin"), vec![7u8; 1 << 20]).unwrap();
+    assert!(std::fs::read(m.join("in.bin")).unwrap() == data);
+    let f = std::fs::File::open(m.join("in.bin")).unwrap();
+    let text = scrape(&addr);
+    drop(f);
+    let get = |n: &str| sample(&text, n).unwrap_or_else(|| panic!("no {n} in\n{text}"));
+    assert!(get("s3mount_requests_total{op=\"PutObject\",status=\"200\"}") >= 1.0);
+    assert!(get("s3mount_requests_total{op=\"GetObject\",status=\"206\"}") >= 1.0);
+    assert!(get("s3mount_request_seconds_count{op=\"GetObject\"}") >= 1.0);
+    assert!(get("s3mount_written_bytes_total") >= (1 << 20) as f64);
+    assert!(get("s3mount_read_bytes_total") >= (3 << 20) as f64);
+    assert!(get("s3mount_page_cache_misses_total") >= 1.0);
+    assert!(get("s3mount_open_handles") >= 1.0, "the open file");
+    assert!(get("s3mount_inodes") >= 3.0);
+    assert!(text.contains("# TYPE s3mount_request_seconds histogram"));
+}
+
+/// A metrics address that is not IP:PORT is a one-line configuration error.
+#[test]
+fn a_bad_metrics_address_names_the_fix() {
+    let a = Area::new("ometrics-bad");
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let mut c = s3mount_cmd(&a.backend, home.path());
+    c.arg(a.source())
+        .arg(mnt.path())
+        .args(["--metrics-addr", "localhost"]);
+    let out = run_with_deadline(c, std::time::Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("use IP:PORT"), "{err}");
+}

@@ -222,6 +222,27 @@ impl<S: ObjectStore> Writers<S> {
         inode.stat().meta.to_headers(&self.default_meta(inode.kind))
     }
 
+    /// Files open for writing, and the bytes they stage (states busy uploading are skipped).
+    pub(crate) fn pending(&self) -> (u64, u64) {
+        let states: Vec<_> = self
+            .states
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.state.clone())
+            .collect();
+        let staged = states
+            .iter()
+            .filter_map(|s| s.try_lock().ok().map(|g| g.staging.len()))
+            .sum();
+        (states.len() as u64, staged)
+    }
+
+    /// Uploads holding one of the mount's upload slots.
+    pub(crate) fn uploads_in_flight(&self) -> u64 {
+        (UPLOAD_SLOTS - self.upload_slots.available_permits()) as u64
+    }
+
     /// Whether `ino` is open for writing.
     pub(crate) fn is_open(&self, ino: u64) -> bool {
         self.states.lock().unwrap().contains_key(&ino)
