@@ -46,3 +46,7 @@ for preset in minio-no-multipart seven-call sigv2-only; do
   echo "== FUSE tests against the embedded server emulating: $preset"
   S3MOUNT_TEST_EMULATE=$preset cargo test --test it fuse_ -- --test-threads=4
 done
+
+# The Debian package: built, installed with dpkg, an fstab line mounted and unmounted.
+echo "== Debian package"
+bash packaging/test-deb.sh
