@@ -471,7 +471,7 @@ fn fuse_user_xattrs_are_stored_as_s3fs_does() {
         set_xattr(&f, "user.gone", b"soon", 0).unwrap();
         // SAFETY: valid C strings.
         let rc = unsafe { libc::removexattr(cpath(&f).as_ptr(), c"user.gone".as_ptr()) };
-        assert_eq!(rc, 0);
+        assert_eq!(rc, 0, "removexattr: {}", std::io::Error::last_os_error());
         let e = get_xattr(&f, "user.gone").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENODATA));
         let e = get_xattr(&f, "security.capability").unwrap_err();

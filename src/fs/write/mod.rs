@@ -630,8 +630,7 @@ impl<S: ObjectStore> Writers<S> {
         if size > self.max_file_size() {
             return Err(Error::TooBig);
         }
-        if let Some(w) = self.writer(inode.ino) {
-            let mut g = w.lock().await;
+        if let Some(mut g) = self.live_state(inode.ino).await {
             g.truncate(size).await?;
             self.journal(&mut g, Some(inode), EntryState::Writing)
                 .await?;
@@ -663,14 +662,36 @@ impl<S: ObjectStore> Writers<S> {
     }
 
     /// Marks an open file changed (its attributes changed): `false` if it is not open.
+    ///
+    /// A state no handle holds any more is being torn down by its last release (uploading,
+    /// then forgotten): a change marked there would never be uploaded. Then the caller stores
+    /// the change itself, after that upload (never racing it): see [`Writers::live_state`].
     pub(crate) async fn mark_dirty(&self, ino: u64) -> bool {
-        match self.writer(ino) {
-            Some(w) => {
-                w.lock().await.dirty = true;
+        match self.live_state(ino).await {
+            Some(mut g) if !g.unlinked => {
+                g.dirty = true;
                 true
             }
-            None => false,
+            _ => false,
         }
+    }
+
+    /// The locked write state of `ino` if a handle still holds it. A state being torn down by
+    /// its last release is waited for (its upload finishes) and not returned: the file is
+    /// closed, and changes go to its object.
+    async fn live_state(&self, ino: u64) -> Option<tokio::sync::OwnedMutexGuard<WriteState>> {
+        let w = {
+            let map = self.states.lock().unwrap();
+            map.get(&ino)?.state.clone()
+        };
+        let g = w.clone().lock_owned().await;
+        let held = self
+            .states
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .is_some_and(|s| s.handles > 0 && Arc::ptr_eq(&s.state, &w));
+        held.then_some(g)
     }
 
     /// Before a rename of an open file: uploads it, fetches what it still needs of the old
