@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v fusermount3 >/dev/null || ! command -v s3fs >/dev/null; then
-  # fuse3 for the mounts; s3fs-fuse to check that it reads what s3mount writes.
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 s3fs >/dev/null
+if ! command -v fusermount3 >/dev/null || ! command -v s3fs >/dev/null \
+   || ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
+  # fuse3 for the mounts; s3fs-fuse to check that it reads what s3mount writes; man-db for the
+  # package's man pages; podman, runc and debootstrap for the container image.
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    fuse3 s3fs man-db podman runc debootstrap >/dev/null
 fi
 if ! command -v moto_server >/dev/null; then
   python3 -m pip install -q 'moto[server]'
@@ -50,3 +53,7 @@ done
 # The Debian package: built, installed with dpkg, an fstab line mounted and unmounted.
 echo "== Debian package"
 bash packaging/test-deb.sh
+
+# The container image: built from a local root file system, run with podman (runc).
+echo "== container image"
+bash packaging/test-image.sh
