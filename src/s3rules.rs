@@ -1,6 +1,7 @@
 //! Rules of S3 that the embedded server (shipped) and the in-memory test store both follow:
-//! listing order and paging over a sorted map, and the multipart ETag. A leaf module, so that
-//! neither depends on the other.
+//! listing order and paging over a sorted map, and the multipart ETag; and percent-encoding as
+//! S3 clients write it (query strings, s3fs's `xattr` header). A leaf module, so that none of
+//! its users depends on another.
 //!
 //! Listing follows S3: keys in byte order, grouped at the delimiter into common prefixes, each
 //! prefix counted once toward `max_keys`, and the page token is the last key or prefix returned
@@ -93,4 +94,51 @@ pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
         h.update(m);
     }
     format!("{}-{}", hex::encode(h.finalize()), part_md5s.len())
+}
+
+/// Percent-encodes every byte of `s` but the unreserved ones (`A-Za-z0-9-_.~`), and `/` when
+/// `keep_slash` (a key in a path).
+pub fn percent_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-decodes `s` (`%XX`; a `%` not followed by two hex digits stays as it is);
+/// `plus_as_space`: a query string's `+` is a space (not in header values).
+pub fn percent_decode(s: &str, plus_as_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) if plus_as_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -148,7 +148,7 @@ impl PosixMeta {
 /// parse are skipped (s3fs does the same).
 pub fn parse_xattrs(v: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
     use base64::Engine;
-    let text = percent_decode(v.trim());
+    let text = crate::s3rules::percent_decode(v.trim(), false);
     let body = text.trim().trim_start_matches('{').trim_end_matches('}');
     let mut out = std::collections::BTreeMap::new();
     for pair in body.split(',') {
@@ -181,40 +181,7 @@ pub fn format_xattrs(x: &std::collections::BTreeMap<String, Vec<u8>>) -> String 
             )
         })
         .collect();
-    percent_encode(&format!("{{{}}}", pairs.join(",")))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::s3rules::percent_encode(&format!("{{{}}}", pairs.join(",")), false)
 }
 
 /// The Content-Type a file named like `key` is uploaded with, from its extension (as s3fs-fuse

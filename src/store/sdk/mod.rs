@@ -249,15 +249,7 @@ impl SdkStore {
 
 /// Percent-encodes a key for `x-amz-copy-source` (everything but unreserved bytes and `/`).
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::s3rules::percent_encode(key, true)
 }
 
 /// The Content-MD5 header value of a body with this MD5.
