@@ -318,53 +318,67 @@ fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn foreground_mount_unmounts_on_sigterm() {
-    let server = local_backend();
-    let b = server.backend.clone();
-    let a = Area::with_backend("fg", b.clone());
-    a.put("f", "x");
-    let home = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let _guard = MountGuard(mnt.path().to_path_buf());
-    let child = start_foreground(&b, &a, home.path(), mnt.path());
-    let canon = std::fs::canonicalize(mnt.path()).unwrap();
-    assert_eq!(std::fs::read_to_string(mnt.path().join("f")).unwrap(), "x");
-    // SAFETY: signalling the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(child, "s3mount -f exits after SIGTERM");
+    let mut fg = Foreground::start("fg");
+    assert_eq!(std::fs::read_to_string(fg.mnt.join("f")).unwrap(), "x");
+    fg.signal(libc::SIGTERM);
+    let status = fg.exit("s3mount -f exits after SIGTERM");
     assert!(status.success(), "{status:?}");
-    assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
+    assert!(!s3mount::run::is_mountpoint(&fg.mnt), "unmounted");
 }
 
-/// `s3mount SOURCE MNT -f` of `a`'s prefix, running once the mount is live.
-fn start_foreground(
-    b: &Backend,
-    a: &Area,
-    home: &std::path::Path,
-    mnt: &std::path::Path,
-) -> std::process::Child {
-    start_foreground_logging(b, a, home, mnt, std::process::Stdio::null())
+/// `s3mount SOURCE MNT -f` of a fresh area holding `f` ("x") on a server of its own, running
+/// once the mount is live; its log (stderr) goes to `log`. Unmounted (if still mounted) on drop.
+struct Foreground {
+    child: Option<std::process::Child>,
+    /// The mount point, canonical.
+    mnt: std::path::PathBuf,
+    log: std::path::PathBuf,
+    // Dropped in this order: unmount, then the directories, then the server.
+    _guard: MountGuard,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _server: Emulated,
 }
 
-/// [`start_foreground`] with the log (stderr) going to `log`.
-fn start_foreground_logging(
-    b: &Backend,
-    a: &Area,
-    home: &std::path::Path,
-    mnt: &std::path::Path,
-    log: impl Into<std::process::Stdio>,
-) -> std::process::Child {
-    let mut c = s3mount_cmd(b, home);
-    c.arg(a.source()).arg(mnt).arg("-f");
-    let child = c
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let canon = std::fs::canonicalize(mnt).unwrap();
-    wait_until(Duration::from_secs(60), "the mount", || {
-        s3mount::run::is_mountpoint(&canon)
-    });
-    child
+impl Foreground {
+    fn start(name: &str) -> Self {
+        let server = local_backend();
+        let a = Area::with_backend(name, server.backend.clone());
+        a.put("f", "x");
+        let home = tempfile::tempdir().unwrap();
+        let mnt = tempfile::tempdir().unwrap();
+        let guard = MountGuard(mnt.path().to_path_buf());
+        let log = home.path().join("stderr.log");
+        let mut c = s3mount_cmd(&server.backend, home.path());
+        c.arg(a.source()).arg(mnt.path()).arg("-f");
+        let child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let canon = std::fs::canonicalize(mnt.path()).unwrap();
+        wait_until(Duration::from_secs(60), "the mount", || {
+            s3mount::run::is_mountpoint(&canon)
+        });
+        Self {
+            child: Some(child),
+            mnt: canon,
+            log,
+            _guard: guard,
+            _dirs: (home, mnt),
+            _server: server,
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: signalling the child we spawned.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// The exit status, which must come within 30 s (`what` names the expectation).
+    fn exit(&mut self, what: &str) -> std::process::ExitStatus {
+        wait_exit(self.child.take().unwrap(), what)
+    }
 }
 
 /// The exit status of `child`, which must come within 30 s (`what` names the expectation).
@@ -396,48 +410,30 @@ fn the_binary_has_no_test_stores() {
 /// forgotten: the mount goes away once the last file closes, without another signal.
 #[test]
 fn sigterm_while_busy_unmounts_once_the_last_file_closes() {
-    let server = local_backend();
-    let b = server.backend.clone();
-    let a = Area::with_backend("fgbusy", b.clone());
-    a.put("f", "x");
-    let home = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let _guard = MountGuard(mnt.path().to_path_buf());
-    let child = start_foreground(&b, &a, home.path(), mnt.path());
-    let canon = std::fs::canonicalize(mnt.path()).unwrap();
-    let open = std::fs::File::open(mnt.path().join("f")).unwrap();
-    // SAFETY: signalling the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut fg = Foreground::start("fgbusy");
+    let open = std::fs::File::open(fg.mnt.join("f")).unwrap();
+    fg.signal(libc::SIGTERM);
     // Still serving while the file is open.
     let mut s = String::new();
     std::io::Read::read_to_string(&mut &open, &mut s).unwrap();
     assert_eq!(s, "x");
-    assert!(s3mount::run::is_mountpoint(&canon), "busy: still mounted");
+    assert!(s3mount::run::is_mountpoint(&fg.mnt), "busy: still mounted");
     drop(open);
-    let status = wait_exit(child, "s3mount -f exits once the last file closed");
+    let status = fg.exit("s3mount -f exits once the last file closed");
     assert!(status.success(), "{status:?}");
-    assert!(!s3mount::run::is_mountpoint(&canon), "unmounted");
+    assert!(!s3mount::run::is_mountpoint(&fg.mnt), "unmounted");
 }
 
 /// A plain unmount logs nothing alarming (fuser's own second unmount of a file system the kernel
 /// already let go answered EINVAL and logged "Failed to umount filesystem" every time).
 #[test]
 fn a_plain_unmount_logs_no_failure() {
-    let server = local_backend();
-    let b = server.backend.clone();
-    let a = Area::with_backend("fgquiet", b.clone());
-    a.put("f", "x");
-    let home = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let _guard = MountGuard(mnt.path().to_path_buf());
-    let log_path = home.path().join("stderr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = start_foreground_logging(&b, &a, home.path(), mnt.path(), log);
-    assert_eq!(std::fs::read_to_string(mnt.path().join("f")).unwrap(), "x");
-    unmount(mnt.path());
-    let status = wait_exit(child, "s3mount -f exits after the unmount");
+    let mut fg = Foreground::start("fgquiet");
+    assert_eq!(std::fs::read_to_string(fg.mnt.join("f")).unwrap(), "x");
+    unmount(&fg.mnt);
+    let status = fg.exit("s3mount -f exits after the unmount");
     assert!(status.success(), "{status:?}");
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let text = std::fs::read_to_string(&fg.log).unwrap();
     assert!(
         !text.contains("WARN") && !text.contains("ERROR"),
         "an unmount logged a warning:\n{text}"

@@ -53,25 +53,15 @@ fn fuse_object_options_reach_every_request() {
         copies >= 1 && creates >= 1 && writes.len() >= 3,
         "{writes:?}"
     );
+    let wanted = [
+        ("x-amz-server-side-encryption", "AES256"),
+        ("x-amz-storage-class", "STANDARD_IA"),
+        ("x-amz-acl", "bucket-owner-full-control"),
+    ];
     for s in &writes {
-        assert!(
-            has(s, "x-amz-server-side-encryption", "AES256"),
-            "{} {}",
-            s.method,
-            s.path
-        );
-        assert!(
-            has(s, "x-amz-storage-class", "STANDARD_IA"),
-            "{} {}",
-            s.method,
-            s.path
-        );
-        assert!(
-            has(s, "x-amz-acl", "bucket-owner-full-control"),
-            "{} {}",
-            s.method,
-            s.path
-        );
+        for (k, v) in wanted {
+            assert!(has(s, k, v), "{k} on {} {}", s.method, s.path);
+        }
     }
     let objects: Vec<_> = seen
         .iter()

@@ -5,23 +5,10 @@
 //! same objects for the interop rules.
 
 use crate::common::*;
-use s3mount::store::ObjectStore;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 fn rw(a: &Area) -> Mount {
     a.mount(&["--read-write", "--metadata-ttl", "0"])
-}
-
-fn mknod(path: &std::path::Path, mode: u32, dev: u64) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path; mknod has no other memory arguments.
-    let rc = unsafe { libc::mknod(c.as_ptr(), mode, dev as libc::dev_t) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// The special files each test makes: name, `mode` (type and permissions), device number.
@@ -87,7 +74,7 @@ fn fuse_special_files_are_stored_as_s3fs_does_and_read_both_ways() {
         );
     }
     // On the server: a zero-byte object, the type in mode, the device number in rdev.
-    let info = block_on(a.store.head(&format!("{}chr", a.prefix))).unwrap();
+    let info = a.head("chr").unwrap();
     assert_eq!(info.size, 0);
     assert_eq!(
         info.metadata.get("mode").map(String::as_str),
@@ -242,19 +229,6 @@ fn times(p: &std::path::Path) -> (i64, i64, i64, i64) {
     )
 }
 
-fn sh(cmd: &str) {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The time rules: a write after an explicit mtime moves mtime; atime set by utimens is kept
 /// and reads do not move it; every change of data or attributes moves ctime; rename keeps
 /// mtime to the nanosecond (also of an object written by another tool, with no mtime header);
@@ -385,67 +359,9 @@ fn fuse_unlinked_and_renamed_open_files_keep_their_bytes() {
         assert_eq!(s, "moving bytes", "{what}: read after a rename");
     }
     assert!(
-        block_on(a.store.head(&format!("{}f", a.prefix))).is_err(),
+        a.head("f").is_err(),
         "the unlinked file's object is gone and nothing was uploaded under its name"
     );
-}
-
-fn cpath(p: &std::path::Path) -> std::ffi::CString {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn set_xattr(p: &std::path::Path, name: &str, value: &[u8], flags: i32) -> std::io::Result<()> {
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::setxattr(
-            cpath(p).as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn get_xattr(p: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::getxattr(
-            cpath(p).as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(rc as usize);
-    Ok(buf)
-}
-
-fn list_xattr(p: &std::path::Path) -> Vec<String> {
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: a valid C string and a buffer of the given length.
-    let rc = unsafe { libc::listxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    assert!(rc >= 0, "{}", std::io::Error::last_os_error());
-    buf.truncate(rc as usize);
-    let mut v: Vec<String> = buf
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// user.* extended attributes: set, get, list, remove, XATTR_CREATE/REPLACE, binary values,
@@ -469,9 +385,7 @@ fn fuse_user_xattrs_are_stored_as_s3fs_does() {
         let e = set_xattr(&f, "user.none", b"x", libc::XATTR_REPLACE).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENODATA));
         set_xattr(&f, "user.gone", b"soon", 0).unwrap();
-        // SAFETY: valid C strings.
-        let rc = unsafe { libc::removexattr(cpath(&f).as_ptr(), c"user.gone".as_ptr()) };
-        assert_eq!(rc, 0, "removexattr: {}", std::io::Error::last_os_error());
+        remove_xattr(&f, "user.gone").unwrap();
         let e = get_xattr(&f, "user.gone").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENODATA));
         let e = get_xattr(&f, "security.capability").unwrap_err();
@@ -520,9 +434,7 @@ fn fuse_user_xattrs_are_stored_as_s3fs_does() {
 }
 
 fn content_type(a: &Area, key: &str) -> Option<String> {
-    block_on(a.store.head(&format!("{}{key}", a.prefix)))
-        .unwrap()
-        .content_type
+    a.head(key).unwrap().content_type
 }
 
 /// Content-Type from the file name's extension on upload (small and multipart files), and

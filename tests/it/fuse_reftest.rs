@@ -70,50 +70,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn cpath(p: &Path) -> std::ffi::CString {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn check(rc: i32) -> std::io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// The extended attributes of `p` (names and values, sorted); empty for FIFOs (user.* is not
-/// allowed on them).
+/// The user extended attributes of `p` (names and values, sorted).
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: a valid C string and a buffer of the given length.
-    let n = unsafe { libc::llistxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n <= 0 {
-        return Vec::new();
-    }
-    let mut out: Vec<(String, Vec<u8>)> = buf[..n as usize]
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|name| {
-            let c = std::ffi::CString::new(name).unwrap();
-            let mut v = vec![0u8; 4096];
-            // SAFETY: valid C strings and a buffer of the given length.
-            let len = unsafe {
-                libc::lgetxattr(
-                    cpath(p).as_ptr(),
-                    c.as_ptr(),
-                    v.as_mut_ptr().cast(),
-                    v.len(),
-                )
-            };
-            v.truncate(len.max(0) as usize);
-            (String::from_utf8_lossy(name).into_owned(), v)
+    list_xattr(p)
+        .into_iter()
+        .filter(|n| n.starts_with("user."))
+        .map(|n| {
+            let v = get_xattr(p, &n).unwrap();
+            (n, v)
         })
-        .filter(|(n, _)| n.starts_with("user."))
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 /// The outcome of `op` under `root`: the bytes it read (if it reads), or the errno.
@@ -121,30 +87,9 @@ fn apply(root: &Path, op: &Op) -> Result<Vec<u8>, i32> {
     use std::io::{Read, Seek, SeekFrom};
     let j = |p: &str| root.join(p);
     let r: std::io::Result<Vec<u8>> = match op {
-        Op::Mkfifo(p) => {
-            // SAFETY: a valid C string.
-            check(unsafe { libc::mkfifo(cpath(&j(p)).as_ptr(), 0o644) }).map(|()| Vec::new())
-        }
-        Op::SetXattr(p, n, v) => {
-            let name = std::ffi::CString::new(*n).unwrap();
-            // SAFETY: valid C strings and a buffer of the given length.
-            check(unsafe {
-                libc::lsetxattr(
-                    cpath(&j(p)).as_ptr(),
-                    name.as_ptr(),
-                    v.as_ptr().cast(),
-                    v.len(),
-                    0,
-                )
-            })
-            .map(|()| Vec::new())
-        }
-        Op::RemoveXattr(p, n) => {
-            let name = std::ffi::CString::new(*n).unwrap();
-            // SAFETY: valid C strings.
-            check(unsafe { libc::lremovexattr(cpath(&j(p)).as_ptr(), name.as_ptr()) })
-                .map(|()| Vec::new())
-        }
+        Op::Mkfifo(p) => mknod(&j(p), libc::S_IFIFO | 0o644, 0).map(|()| Vec::new()),
+        Op::SetXattr(p, n, v) => set_xattr(&j(p), n, v, 0).map(|()| Vec::new()),
+        Op::RemoveXattr(p, n) => remove_xattr(&j(p), n).map(|()| Vec::new()),
         Op::UnlinkOpen(p, d) => (|| {
             if !std::fs::symlink_metadata(j(p))?.is_file() {
                 // Opening a FIFO would wait for a writer; a directory is not a file.

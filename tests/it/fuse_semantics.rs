@@ -212,7 +212,7 @@ fn fuse_getattr_and_statfs_fields() {
     assert_eq!((st.uid(), st.gid()), (1234, 2345));
     assert_eq!(st.nlink(), 1);
     assert_eq!(st.blocks(), 1, "512-byte blocks");
-    let info = block_on(a.store.head(&format!("{}f.txt", a.prefix))).unwrap();
+    let info = a.head("f.txt").unwrap();
     let lm = info
         .last_modified
         .unwrap()

@@ -105,7 +105,7 @@ fn multipart_and_single_put_uploads_checked_on_the_server() {
             "{name} on the mount"
         );
         drop(m);
-        let info = block_on(a.store.head(&format!("{}{name}", a.prefix))).unwrap();
+        let info = a.head(name).unwrap();
         assert_eq!(
             server_md5(&a, name),
             (data.len() as u64, want_md5),
@@ -426,14 +426,14 @@ fn chmod_chown_utimens_and_symlinks_survive_a_remount() {
             .is_symlink()
     );
     // On the server, in s3fs's format.
-    let info = block_on(a.store.head(&format!("{}f", a.prefix))).unwrap();
+    let info = a.head("f").unwrap();
     assert_eq!(info.metadata.get("mode").map(String::as_str), Some("33152"));
     assert_eq!(info.metadata.get("uid").map(String::as_str), Some("1234"));
     assert_eq!(
         info.metadata.get("mtime").map(String::as_str),
         Some("1612325106.500000000")
     );
-    let link = block_on(a.store.head(&format!("{}link", a.prefix))).unwrap();
+    let link = a.head("link").unwrap();
     assert_eq!(link.metadata.get("mode").map(String::as_str), Some("41471"));
 }
 
@@ -485,15 +485,6 @@ fn s3fs_and_rclone_headers_read_right() {
 #[test]
 fn our_headers_read_right_in_s3fs() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let b = backend();
-    let has_s3fs = std::process::Command::new("s3fs")
-        .arg("--version")
-        .output()
-        .is_ok();
-    assert!(
-        has_s3fs,
-        "s3fs-fuse is needed to check what it reads of ours: apt-get install s3fs (tests/run-all.sh does)"
-    );
     let a = Area::new("tos3fs");
     {
         let m = rw(&a);
@@ -506,65 +497,11 @@ fn our_headers_read_right_in_s3fs() {
             .unwrap();
         assert!(st.success());
     }
-    let home = tempfile::tempdir().unwrap();
-    let pw = home.path().join("passwd");
-    std::fs::write(&pw, format!("{}:{}\n", b.access, b.secret)).unwrap();
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("s3fs")
-        .arg(format!("{}:/{}", b.bucket, a.prefix.trim_end_matches('/')))
-        .arg(mnt.path())
-        .arg("-o")
-        .arg(format!(
-            "url={},use_path_request_style,passwd_file={},ro",
-            b.endpoint,
-            pw.display()
-        ))
-        .output()
-        .unwrap();
-    struct Guard(std::path::PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            unmount(&self.0);
-        }
-    }
-    let _g = Guard(mnt.path().to_path_buf());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let canon = std::fs::canonicalize(mnt.path()).unwrap();
-    let start = std::time::Instant::now();
-    while !s3mount::run::is_mountpoint(&canon) {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "s3fs did not mount"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let md = std::fs::metadata(mnt.path().join("f")).unwrap();
+    let s = S3fsMount::new(&a, false);
+    let md = std::fs::metadata(s.join("f")).unwrap();
     assert_eq!(md.permissions().mode() & 0o7777, 0o640);
     assert_eq!(md.mtime(), 1500000000);
-    assert_eq!(
-        std::fs::read_to_string(mnt.path().join("f")).unwrap(),
-        "ours"
-    );
-}
-
-/// Runs a shell command, failing the test with its output when it fails.
-fn sh(cmd: &str) {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(std::fs::read_to_string(s.join("f")).unwrap(), "ours");
 }
 
 #[test]

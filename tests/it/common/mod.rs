@@ -9,6 +9,9 @@
 #![allow(dead_code)]
 
 pub mod gate;
+pub mod sys;
+
+pub use sys::*;
 
 use bytes::Bytes;
 use s3mount::config::{Addressing, S3Settings, Secret};
@@ -206,6 +209,14 @@ impl Area {
         block_on(self.store.put(&full, data.into(), PutOptions::default()))
             .unwrap_or_else(|e| panic!("put {full}: {e}"))
             .unwrap_or_default()
+    }
+
+    /// HEAD of `key` under the area.
+    pub fn head(
+        &self,
+        key: &str,
+    ) -> Result<s3mount::store::ObjectInfo, s3mount::store::StoreError> {
+        block_on(self.store.head(&format!("{}{key}", self.prefix)))
     }
 
     /// The object's bytes (empty if there is none).
