@@ -25,8 +25,8 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    /// Requests by (operation, HTTP status or "error").
-    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Requests by (operation, HTTP status; `None`: no answer).
+    requests: Mutex<BTreeMap<(&'static str, Option<u16>), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
@@ -69,7 +69,6 @@ pub fn operation(method: &str, query: &str, copy_source: bool) -> &'static str {
 impl Metrics {
     /// One request sent: its operation, outcome (`None`: no answer) and time to answer.
     pub fn request(&self, op: &'static str, status: Option<u16>, took: Duration) {
-        let status = status.map_or("error".to_string(), |s| s.to_string());
         *self
             .requests
             .lock()
@@ -94,6 +93,7 @@ impl Metrics {
         let mut o = String::new();
         o.push_str("# HELP s3mount_requests_total S3 requests sent, by operation and HTTP status.\n# TYPE s3mount_requests_total counter\n");
         for ((op, st), n) in self.requests.lock().unwrap().iter() {
+            let st = st.map_or("error".to_string(), |s| s.to_string());
             let _ = writeln!(
                 o,
                 "s3mount_requests_total{{op=\"{op}\",status=\"{st}\"}} {n}"

@@ -20,6 +20,13 @@ const XATTR_NS: &str = "user.";
 /// S3's limit on user metadata, names and values together, in bytes.
 pub const MAX_USER_METADATA: usize = 2048;
 
+/// A change of stored attributes: ctime moves to now, and mtime is pinned (stored), since the
+/// CopyObject that stores the change gives the object a new Last-Modified.
+fn attributes_changed(st: &mut Stat) {
+    st.meta.mtime.get_or_insert(st.mtime);
+    st.meta.ctime = Some(SystemTime::now());
+}
+
 /// E2BIG if `headers` (user metadata, names without the prefix) pass S3's limit.
 fn check_metadata_size(headers: &std::collections::HashMap<String, String>) -> Result<()> {
     let size: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -79,7 +86,7 @@ impl<S: ObjectStore> S3Fs<S> {
     }
 
     /// Records the attribute changes of `ch` in the inode.
-    fn apply_meta(&self, inode: &Inode, ch: &SetAttr) -> Stat {
+    fn apply_meta(&self, inode: &Inode, ch: &SetAttr) {
         let mut st = inode.stat();
         let kind_bits = match inode.kind {
             Kind::Dir => meta::dir_mode(0),
@@ -98,18 +105,12 @@ impl<S: ObjectStore> S3Fs<S> {
         }
         if ch.mtime.is_some() {
             st.meta.mtime = ch.mtime;
-        } else if st.meta.mtime.is_none() {
-            // The CopyObject that stores the change gives the object a new Last-Modified:
-            // mtime is kept by storing it.
-            st.meta.mtime = Some(st.mtime);
         }
         if ch.atime.is_some() {
             st.meta.atime = ch.atime;
         }
-        // Every change of attributes moves ctime.
-        st.meta.ctime = Some(SystemTime::now());
-        inode.set_stat(st.clone());
-        st
+        attributes_changed(&mut st);
+        inode.set_stat(st);
     }
 
     /// Attribute changes alone: on the open file's next upload, else a CopyObject onto itself.
@@ -245,10 +246,7 @@ impl<S: ObjectStore> S3Fs<S> {
     async fn change_xattrs(&self, inode: &Inode, old: Stat, mut st: Stat) -> Result<()> {
         let headers = st.meta.to_headers(&self.writes.default_meta(inode.kind));
         check_metadata_size(&headers)?;
-        st.meta.ctime = Some(SystemTime::now());
-        if st.meta.mtime.is_none() {
-            st.meta.mtime = Some(st.mtime); // the copy's new Last-Modified must not move it
-        }
+        attributes_changed(&mut st);
         inode.set_stat(st);
         if let Err(e) = self.store_meta(inode).await {
             inode.set_stat(old);

@@ -83,10 +83,7 @@ impl<S: ObjectStore> Namespace<S> {
         self.negative.remove(parent.ino, name);
         // A new file at the name of one unlinked while open: its upload replaces the object,
         // which must then not be deleted when the old one's last handle closes.
-        self.deferred
-            .lock()
-            .unwrap()
-            .remove(&self.child_key(parent, name));
+        self.forget_deferred(|| self.child_key(parent, name));
         self.touch_dir(parent.ino);
         self.inodes.upsert(parent, name, kind, stat, true)
     }
@@ -105,7 +102,7 @@ impl<S: ObjectStore> Namespace<S> {
         self.negative.insert(from.0, from.1);
         if let Some(i) = self.inodes.get(ino) {
             // The object now at the new name replaced any unlinked one's there.
-            self.deferred.lock().unwrap().remove(&self.inodes.key(&i));
+            self.forget_deferred(|| self.inodes.key(&i));
         }
         self.touch_dir(from.0);
         self.touch_dir(to.0);
@@ -191,6 +188,15 @@ impl<S: ObjectStore> Namespace<S> {
             .store(true, std::sync::atomic::Ordering::Release);
         self.deferred.lock().unwrap().insert(key, (inode.ino, None));
         self.removed(parent, name);
+    }
+
+    /// The object at `key()` is replaced: an unlinked open file's there must not be deleted
+    /// at its last close. The key is built only when some file is unlinked while open.
+    fn forget_deferred(&self, key: impl FnOnce() -> String) {
+        let mut d = self.deferred.lock().unwrap();
+        if !d.is_empty() {
+            d.remove(&key());
+        }
     }
 
     fn is_deferred(&self, key: &str) -> bool {
